@@ -1,0 +1,259 @@
+"""Settings: resolved from secret files, Vault, the environment and defaults (SPEC §2).
+
+``load_settings()`` resolves every key of :mod:`config.schema` from the first source that has
+it, records the source, converts and validates the value, and raises :class:`ConfigError`
+naming the key, the source and what was expected. Secret settings look in Vault first when
+``VAULT_ADDR`` is set (Vault is the production source of record).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from config.schema import BOOTSTRAP, BY_KEY, GENERATED, SETTINGS, Setting, check_limit
+from core.errors import ConfigError
+
+PRODUCTION_ENVS = {"production", "staging"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SecretSource(Protocol):
+    """A remote secret store (Vault). ``get`` returns ``None`` when it has no value."""
+
+    def get(self, key: str) -> str | None: ...
+
+
+class Settings(Mapping[str, Any]):
+    """Immutable typed settings with the source of every value."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]) -> None:
+        self._values = values
+        self._sources = sources
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def source(self, key: str) -> str:
+        return self._sources[key]
+
+    @property
+    def is_production(self) -> bool:
+        return self._values["APP_ENV"] in PRODUCTION_ENVS
+
+    def redacted(self) -> list[tuple[str, str, str]]:
+        """``(key, source, shown value)`` rows with secrets masked, for ``flask config show``."""
+        rows = []
+        for key in self._values:
+            value = self._values[key]
+            setting = BY_KEY.get(key)
+            if value is None:
+                shown = ""
+            elif setting is not None and setting.secret:
+                shown = "********"
+            elif isinstance(value, list):
+                shown = ",".join(str(v) for v in value)
+            else:
+                shown = str(value)
+            rows.append((key, self._sources[key], shown))
+        return rows
+
+
+def secret_dirs(env: Mapping[str, str]) -> list[Path]:
+    configured = env.get("SECRETS_DIR")
+    if configured:
+        return [Path(configured)]
+    return [Path("secrets"), Path("/run/secrets")]
+
+
+def _read_secret_file(dirs: list[Path], key: str) -> tuple[str, str] | None:
+    for d in dirs:
+        path = d / key.lower()
+        try:
+            if path.is_file():
+                return path.read_text(encoding="utf-8").rstrip("\r\n"), f"file:{path}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read secret file {path}: {exc}") from exc
+    return None
+
+
+def coerce(setting: Setting, raw: Any) -> Any:
+    """Convert a raw value (string from a file/env, or a Python value) to the setting's type."""
+    kind = setting.type
+    if raw is None:
+        return None
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError("a boolean (true/false/1/0)")
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ValueError("an integer")
+        try:
+            value: Any = int(str(raw).strip())
+        except ValueError:
+            raise ValueError("an integer") from None
+    elif kind == "float":
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ValueError("a number") from None
+    elif kind == "list":
+        if isinstance(raw, list | tuple):
+            value = [str(v).strip() for v in raw if str(v).strip()]
+        else:
+            value = [v.strip() for v in str(raw).split(",") if v.strip()]
+    elif kind == "limit":
+        value = check_limit(str(raw))
+    else:
+        value = str(raw)
+    if setting.minimum is not None and value < setting.minimum:
+        raise ValueError(f"a value >= {setting.minimum:g}")
+    if setting.choices and value not in setting.choices:
+        raise ValueError("one of " + ", ".join(setting.choices))
+    return value
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    vault_factory: Any = None,
+) -> Settings:
+    """Resolve every setting. ``overrides`` (tests, embedding) win over every source.
+
+    ``vault_factory(partial_settings) -> SecretSource`` builds the Vault source once the
+    settings that locate Vault are known; it is only called when ``VAULT_ADDR`` is set.
+    """
+    env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(BY_KEY))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in overrides: {', '.join(unknown)}")
+    dirs = secret_dirs({**env, **{k: str(v) for k, v in overrides.items() if k in BOOTSTRAP and v}})
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    vault: SecretSource | None = None
+
+    def resolve(setting: Setting, with_vault: bool) -> None:
+        key = setting.key
+        found: tuple[Any, str] | None = None
+        if key in overrides:
+            found = (overrides[key], "override")
+        else:
+            candidates: list[Any] = []
+            if key not in BOOTSTRAP:
+                if with_vault and vault is not None and setting.secret:
+                    candidates.append(lambda: _vault(key))
+                candidates.append(lambda: _read_secret_file(dirs, key))
+                if with_vault and vault is not None and not setting.secret:
+                    candidates.append(lambda: _vault(key))
+            candidates.append(lambda: (env[key], "env") if key in env else None)
+            for candidate in candidates:
+                found = candidate()
+                if found is not None:
+                    break
+        if found is None:
+            values[key], sources[key] = setting.default, "default"
+            return
+        raw, source = found
+        try:
+            values[key] = coerce(setting, raw)
+        except ValueError as exc:
+            shown = "<redacted>" if setting.secret else repr(raw)
+            raise ConfigError(f"{key} from {source}: expected {exc}, got {shown}") from None
+        sources[key] = source
+
+    def _vault(key: str) -> tuple[str, str] | None:
+        assert vault is not None
+        value = vault.get(key.lower())
+        return None if value is None else (value, "vault")
+
+    # Pass 1: everything without Vault, so that VAULT_* themselves are known.
+    for setting in SETTINGS:
+        resolve(setting, with_vault=False)
+    if values.get("VAULT_ADDR") and vault_factory is not None:
+        vault = vault_factory(Settings(dict(values), dict(sources)))
+        for setting in SETTINGS:
+            if not setting.key.startswith("VAULT_"):
+                resolve(setting, with_vault=True)
+
+    if values["LOG_FORMAT"] is None:
+        values["LOG_FORMAT"] = "json" if values["APP_ENV"] in PRODUCTION_ENVS else "text"
+    _generate_missing(values, sources, dirs)
+    missing = [s.key for s in SETTINGS if s.required and values.get(s.key) in (None, "", [])]
+    if missing:
+        tried = "override, secret files (" + ", ".join(str(d) for d in dirs) + "), "
+        tried += "vault, env" if vault is not None else "env"
+        raise ConfigError(f"required setting(s) {', '.join(missing)} not set; sources tried: {tried}")
+    settings = Settings(values, sources)
+    check_production(settings)
+    return settings
+
+
+def _generate_missing(values: dict[str, Any], sources: dict[str, str], dirs: list[Path]) -> None:
+    """Development: generate missing keys once into the first secrets dir. Test: in memory.
+
+    Production never generates (``check_production`` then refuses to start).
+    """
+    env = values["APP_ENV"]
+    if env in PRODUCTION_ENVS:
+        return
+    for key in sorted(GENERATED):
+        if values.get(key):
+            continue
+        if key == "ENCRYPTION_KEYS":
+            from cryptography.fernet import Fernet
+
+            raw = Fernet.generate_key().decode()
+        else:
+            raw = _secrets.token_urlsafe(48)
+        source = "generated"
+        if env == "development":
+            path = dirs[0] / key.lower()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(raw + "\n")
+            source = f"generated:{path}"
+        values[key] = coerce(BY_KEY[key], raw)
+        sources[key] = source
+
+
+def check_production(settings: Settings) -> None:
+    """Refuse unsafe production settings (SPEC §2)."""
+    if not settings.is_production:
+        return
+    problems = []
+    src = settings.source("JWT_SECRET_KEY")
+    key = settings["JWT_SECRET_KEY"]
+    if key is None or src.startswith("generated") or src == "default":
+        problems.append("JWT_SECRET_KEY is not set (generated/default keys are for development only)")
+    elif settings["JWT_ALGORITHM"] == "HS256" and len(key.encode()) < 32:
+        problems.append("JWT_SECRET_KEY is shorter than 32 bytes; HS256 needs at least 32")
+    if "*" in settings["CORS_ORIGINS"]:
+        problems.append("CORS_ORIGINS=* is not allowed in production; list the origins")
+    if settings["DEBUG"]:
+        problems.append("DEBUG must be off in production")
+    for secret_key in ("API_KEY_PEPPER",):
+        if not settings[secret_key]:
+            problems.append(f"{secret_key} is not set")
+    if problems:
+        raise ConfigError(f"refusing to start with APP_ENV={settings['APP_ENV']}: " + "; ".join(problems))
+
+
+__all__ = ["ConfigError", "SecretSource", "Settings", "coerce", "load_settings"]

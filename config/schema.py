@@ -1,0 +1,108 @@
+"""The settings schema: every key Keel reads, its type, default and whether it is secret.
+
+Managers and modules read settings only through this schema; a key not declared here is not a
+setting. Adding a setting = adding one ``Setting`` line below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_LIMIT_RE = re.compile(r"^\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*$")
+
+
+def check_limit(value: str) -> str:
+    """A rate limit ``"20/second;300/minute"`` (``"100/5 minutes"`` also accepted)."""
+    parts = [p for p in value.split(";") if p.strip()]
+    if not parts or not all(_LIMIT_RE.match(p) for p in parts):
+        raise ValueError("a rate limit like '300/minute' or '20/second;300/minute'")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: str  # str | int | float | bool | list | limit
+    default: Any = None
+    secret: bool = False
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    help: str = ""
+
+
+S = Setting
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- application -----------------------------------------------------------------------
+    S("APP_ENV", "str", "development", choices=("development", "test", "staging", "production")),
+    S("DEBUG", "bool", False, help="Flask debug mode; refused in production"),
+    S("HOST", "str", "127.0.0.1"),
+    S("PORT", "int", 8080, minimum=1),
+    S("MAX_CONTENT_LENGTH", "int", 1024 * 1024, minimum=1, help="largest accepted body in bytes"),
+    S("CORS_ORIGINS", "list", [], help="allowed browser origins; empty = same origin only"),
+    S("LOG_LEVEL", "str", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    S("LOG_FORMAT", "str", None, choices=("json", "text"), help="default: json in production, text otherwise"),
+    S("LOG_FILE", "str", None, help="also write logs to this size-rotated file"),
+    S("SECRETS_DIR", "str", None, help="directory of secret files; default ./secrets then /run/secrets"),
+    # --- data ------------------------------------------------------------------------------
+    S("DATABASE_URL", "str", "sqlite:///var/keel.db", secret=True),
+    S("DATABASE_READ_URL", "str", None, secret=True),
+    S("DB_POOL_SIZE", "int", 5, minimum=1),
+    S("DB_MAX_OVERFLOW", "int", 10, minimum=0),
+    S("DB_POOL_TIMEOUT", "float", 5.0, minimum=0.1, help="seconds to wait for a pooled connection (then 503)"),
+    S("DB_STATEMENT_TIMEOUT_MS", "int", 5000, minimum=0),
+    S("ORACLE_CLIENT_LIB", "str", None, help="Oracle Instant Client directory: enables thick mode"),
+    S("MONGODB_URL", "str", None, secret=True),
+    S("REDIS_URL", "str", None, secret=True),
+    S("REDIS_KEY_PREFIX", "str", "keel:"),
+    S("REDIS_SOCKET_TIMEOUT", "float", 0.5, minimum=0.01),
+    S("SOCKETIO_MESSAGE_QUEUE", "str", None, secret=True),
+    S("ENCRYPTION_KEYS", "list", None, secret=True, help="Fernet keys, newest first"),
+    # --- vault -----------------------------------------------------------------------------
+    S("VAULT_ADDR", "str", None),
+    S("VAULT_TOKEN", "str", None, secret=True),
+    S("VAULT_ROLE_ID", "str", None),
+    S("VAULT_SECRET_ID", "str", None, secret=True),
+    S("VAULT_MOUNT", "str", "secret"),
+    S("VAULT_PATH", "str", "keel/app"),
+    S("VAULT_CACHE_TTL", "int", 300, minimum=0),
+    S("VAULT_TIMEOUT", "float", 2.0, minimum=0.1),
+    # --- auth ------------------------------------------------------------------------------
+    S("JWT_SECRET_KEY", "str", None, secret=True),
+    S("JWT_ALGORITHM", "str", "HS256", choices=("HS256", "RS256", "ES256", "EdDSA")),
+    S("JWT_ACCESS_TTL", "int", 900, minimum=1),
+    S("JWT_REFRESH_TTL", "int", 14 * 24 * 3600, minimum=1),
+    S("JWT_ISSUER", "str", "keel"),
+    S("JWT_AUDIENCE", "str", "keel"),
+    S("API_KEY_PEPPER", "str", None, secret=True),
+    S("AUTH_REGISTRATION_OPEN", "bool", True),
+    # --- actions and modules ---------------------------------------------------------------
+    S("ACTIONS_DIR", "str", "actions"),
+    S("ACTIONS_RELOAD_INTERVAL", "float", 1.0, minimum=0),
+    S("MODULES_DIR", "str", "modules"),
+    S("MODULES_DISABLED", "list", []),
+    # --- rate limits and bans --------------------------------------------------------------
+    S("RATE_LIMIT_IP", "limit", "300/minute"),
+    S("RATE_LIMIT_USER", "limit", "1000/minute"),
+    S("RATE_LIMIT_API_KEY", "limit", "5000/minute"),
+    S("RATE_LIMIT_FAIL_MODE", "str", "open", choices=("open", "closed")),
+    S("BAN_AFTER_VIOLATIONS", "int", 5, minimum=1),
+    S("BAN_WINDOW", "int", 300, minimum=1),
+    S("BAN_DURATION", "int", 3600, minimum=1),
+    S("TRUSTED_PROXY_COUNT", "int", 0, minimum=0),
+    # --- websocket -------------------------------------------------------------------------
+    S("WS_AUTO_CREATE_ROOMS", "bool", True),
+    S("WS_MESSAGE_RATE", "limit", "20/second"),
+)
+
+# Settings whose value, when no source has one, is generated in development/test.
+GENERATED = {"JWT_SECRET_KEY", "API_KEY_PEPPER", "ENCRYPTION_KEYS"}
+
+# Read from the environment only: they locate the other sources.
+BOOTSTRAP = {"SECRETS_DIR"}
+
+
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

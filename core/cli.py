@@ -1,0 +1,47 @@
+"""``flask --app app ...`` command groups (SPEC §13). Errors exit non-zero with one line."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+config_cli = AppGroup("config", help="Show the resolved settings.")
+modules_cli = AppGroup("modules", help="Inspect plugin modules.")
+
+
+def _am():  # type: ignore[no-untyped-def]
+    return current_app.extensions["keel"]
+
+
+@config_cli.command("show")
+def config_show() -> None:
+    """Print every setting: key, source, value (secrets redacted)."""
+    rows = _am().settings.redacted()
+    width = max(len(k) for k, _, _ in rows)
+    swidth = max(len(s) for _, s, _ in rows)
+    for key, source, value in rows:
+        click.echo(f"{key:<{width}}  {source:<{swidth}}  {value}")
+
+
+@modules_cli.command("list")
+def modules_list() -> None:
+    """List modules with version, state and dependencies."""
+    for info in _am().modules.info():
+        deps = ",".join(info["dependencies"]) or "-"
+        line = f"{info['name']:<16} {info['version']:<10} {info['state']:<9} deps={deps}"
+        if info["error"]:
+            line += f"  ({info['error']})"
+        click.echo(line)
+    for name in _am().modules.disabled:
+        click.echo(f"{name:<16} {'-':<10} disabled")
+
+
+def register_cli(app: Flask) -> None:
+    """Add the framework's groups and every manager's ``cli_groups`` (each manager owns its
+    commands, e.g. ``actions``, ``users``, ``bans``, ``db``)."""
+    app.cli.add_command(config_cli)
+    app.cli.add_command(modules_cli)
+    for manager in app.extensions["keel"].managers.values():
+        for group in getattr(manager, "cli_groups", ()):
+            app.cli.add_command(group)

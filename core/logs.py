@@ -1,0 +1,145 @@
+"""Logging, configured once at startup (SPEC §11).
+
+One JSON object per line (``LOG_FORMAT=json``) or readable text; every record of a request
+carries its request id, identity, action, status and duration when known; a redaction filter
+removes tokens, API keys and passwords from every message before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import re
+import sys
+import time
+from typing import Any
+
+from flask import g, has_request_context
+
+# Keel's own handlers carry this attribute so that reconfiguring replaces only them.
+_KEEL_HANDLER = "_keel_handler"
+
+_REDACTIONS = (
+    # JWTs (three base64url segments, header starts with eyJ)
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
+    # Keel API keys
+    (re.compile(r"keel_[A-Za-z0-9]+_[A-Za-z0-9_-]{8,}"), "[REDACTED-API-KEY]"),
+    # Authorization headers and key=value / "key": "value" pairs of sensitive names
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1[REDACTED]"),
+    (
+        re.compile(
+            r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|authorization|refresh_token|access_token)"
+            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',}]+)"
+        ),
+        r"\1[REDACTED]",
+    ),
+    # passwords inside URLs: scheme://user:password@host
+    (re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"), r"\1[REDACTED]\3"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redacting_factory(base: Any) -> Any:
+    """Wrap a LogRecord factory so every record is redacted when it is created.
+
+    Done at creation rather than in a handler filter so that *every* handler (pytest's caplog,
+    a handler a module adds) sees the redacted text. The factory runs only for records whose
+    level is enabled.
+    """
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    factory._keel_redacting = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_redaction() -> None:
+    base = logging.getLogRecordFactory()
+    if not getattr(base, "_keel_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(base))
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds request_id, identity and action from the current request, if any."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            for name in ("request_id", "identity", "action"):
+                if not hasattr(record, name):
+                    setattr(record, name, g.get(f"keel_{name}"))
+        return True
+
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and value is not None:
+                out[key] = value
+        if record.exc_text:
+            out["exc_info"] = record.exc_text
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
+            f"{record.getMessage()}"
+        )
+        extras = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and not k.startswith("_") and v is not None
+        ]
+        if extras:
+            line += "  [" + " ".join(extras) + "]"
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | None = None) -> None:
+    """Install Keel's handlers on the root logger, replacing ones installed before."""
+    install_redaction()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _KEEL_HANDLER, False):
+            root.removeHandler(handler)
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5))
+    for handler in handlers:
+        setattr(handler, _KEEL_HANDLER, True)
+        handler.setFormatter(formatter)
+        handler.addFilter(RequestContextFilter())
+        root.addHandler(handler)
+    root.setLevel(level)
+    keel = logging.getLogger("keel")
+    keel.setLevel(level)

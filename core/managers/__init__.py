@@ -1,0 +1,1 @@
+"""Keel's managers: one file per manager, each a Flask extension."""

@@ -1,0 +1,36 @@
+"""ServicesManager: a registry of named objects that modules share (SPEC §5)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from core.errors import KeelError
+from core.managers.base import Manager
+
+
+class ServicesManager(Manager):
+    name: ClassVar[str] = "services"
+
+    def __init__(self, app: Any = None) -> None:
+        self._services: dict[str, Any] = {}
+        super().__init__(app)
+
+    def register(self, name: str, obj: Any, *, replace: bool = False) -> None:
+        if name in self._services and not replace:
+            raise KeelError(f"service {name!r} is already registered; pass replace=True to replace it")
+        self._services[name] = obj
+
+    def get(self, name: str, default: Any = ...) -> Any:
+        try:
+            return self._services[name]
+        except KeyError:
+            if default is not ...:
+                return default
+            known = ", ".join(sorted(self._services)) or "none"
+            raise KeelError(f"no service named {name!r} (registered: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def names(self) -> list[str]:
+        return sorted(self._services)

@@ -1,0 +1,1 @@
+"""Plugin modules shipped with Keel: one package per module."""
