@@ -14,7 +14,6 @@ from core import ActionContext, BaseModule, action
 class Admin(BaseModule):
     name = "admin"
     version = "1.0.0"
-    dependencies = ["auth"]
 
     def initialize(self, app_manager: Any) -> None:
         self.am = app_manager
