@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from config import load_settings
-from core import http
+from core import http, metrics
 from core.app_manager import AppManager
 from core.logs import configure_logging
 
@@ -43,6 +43,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     http.install(app)
     am = AppManager(app, settings)
+    metrics.install(app)
     am.modules.load(app, am)
     if hasattr(am, "actions"):
         am.actions.load()
