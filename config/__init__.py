@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from config.schema import BOOTSTRAP, BY_KEY, GENERATED, SETTINGS, Setting, check_limit
-from core.errors import ConfigError
 
 PRODUCTION_ENVS = {"production", "staging"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -226,9 +225,17 @@ def _generate_missing(values: dict[str, Any], sources: dict[str, str], dirs: lis
         if env == "development":
             path = dirs[0] / key.lower()
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(raw + "\n")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                # Another worker generated it first (or the file is empty): use what is there.
+                existing = path.read_text(encoding="utf-8").strip()
+                if not existing:
+                    raise ConfigError(f"{key}: secret file {path} is empty; delete it or write a value") from None
+                raw = existing
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(raw + "\n")
             source = f"generated:{path}"
         values[key] = coerce(BY_KEY[key], raw)
         sources[key] = source
@@ -255,5 +262,9 @@ def check_production(settings: Settings) -> None:
     if problems:
         raise ConfigError(f"refusing to start with APP_ENV={settings['APP_ENV']}: " + "; ".join(problems))
 
+
+# Imported last: ``core`` imports ``config`` (Settings, load_settings) while it initializes, so
+# ``import config`` before ``import core`` must have defined those names by the time it gets here.
+from core.errors import ConfigError  # noqa: E402
 
 __all__ = ["ConfigError", "SecretSource", "Settings", "coerce", "load_settings"]

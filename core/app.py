@@ -16,12 +16,20 @@ from core.logs import configure_logging
 logger = logging.getLogger("keel")
 
 
-def _vault_factory() -> Any:
+def _vault_factory(sources: list[Any]) -> Any:
+    """``VaultManager.settings_source``, remembering the source it builds so that the running
+    VaultManager adopts it (one login and one read at start), or ``None`` without Vault support."""
     try:
         from core.managers.vault import VaultManager
     except ModuleNotFoundError:
         return None
-    return VaultManager.settings_source
+
+    def factory(partial_settings: Any) -> Any:
+        source = VaultManager.settings_source(partial_settings)
+        sources.append(source)
+        return source
+
+    return factory
 
 
 def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None) -> Flask:
@@ -31,26 +39,43 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
     ``os.environ`` as the environment source (tests). Raises :class:`core.errors.ConfigError`
     or :class:`core.errors.ModuleError` when the app cannot start.
     """
-    settings = load_settings(config_overrides, env, vault_factory=_vault_factory())
+    vault_sources: list[Any] = []
+    try:
+        settings = load_settings(config_overrides, env, vault_factory=_vault_factory(vault_sources))
+    except BaseException:
+        for source in vault_sources:
+            source.close()
+        raise
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["LOG_FILE"])
     app = Flask("keel")
-    app.config.update(
-        DEBUG=settings["DEBUG"],
-        MAX_CONTENT_LENGTH=settings["MAX_CONTENT_LENGTH"],
-        JSON_SORT_KEYS=False,
-    )
+    app.config.update(DEBUG=settings["DEBUG"], MAX_CONTENT_LENGTH=settings["MAX_CONTENT_LENGTH"])
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    http.install(app)
-    am = AppManager(app, settings)
-    metrics.install(app)
-    am.modules.load(app, am)
-    if hasattr(am, "actions"):
-        am.actions.load()
-    from core.cli import register_cli
+    if vault_sources:
+        from core.managers.vault import BOOTSTRAP_KEY
 
-    register_cli(app)
-    am.hooks.trigger("app_started", app_manager=am)
+        app.extensions[BOOTSTRAP_KEY] = vault_sources[-1]
+    http.install(app)
+    try:
+        am = AppManager(app, settings)
+    except BaseException:
+        for source in vault_sources:  # not adopted by a VaultManager yet
+            source.close()
+        raise
+    metrics.install(app)
+    try:
+        am.modules.load(app, am)
+        if hasattr(am, "actions"):
+            am.actions.load()
+        from core.cli import register_cli
+
+        register_cli(app)
+        am.hooks.trigger("app_started", app_manager=am)
+    except BaseException:
+        # The start failed after managers were built: release their connections and threads
+        # before the error propagates (the caller never gets an app to dispose).
+        am.dispose()
+        raise
     logger.info(
         "keel %s started (env=%s, modules=%s)",
         am.version,

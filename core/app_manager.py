@@ -80,7 +80,13 @@ class AppManager:
             # Visible before init_app so that a manager's init_app can use the ones above it.
             self._managers[attr] = manager
             setattr(self, attr, manager)
-            manager.init_app(app)
+            try:
+                manager.init_app(app)
+            except BaseException:
+                # The start is stopped: release what the managers built so far (threads,
+                # pools) in reverse order before the error propagates.
+                self._dispose_managers()
+                raise
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for managers not built in this version: say so instead of AttributeError.
@@ -130,7 +136,14 @@ class AppManager:
                 return
             self._disposed = True
         self.hooks.trigger("app_stopping", app_manager=self)
-        for attr in reversed(list(self._managers)):
+        self._dispose_managers()
+
+    def _dispose_managers(self) -> None:
+        with self._dispose_lock:
+            self._disposed = True
+        order = list(reversed(self._managers))
+        logger.info("disposing managers: %s", ", ".join(order))
+        for attr in order:
             try:
                 self._managers[attr].dispose()
             except Exception:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
 
 config_cli = AppGroup("config", help="Show the resolved settings.")
 modules_cli = AppGroup("modules", help="Inspect plugin modules.")
 
 
-def _am():  # type: ignore[no-untyped-def]
-    return current_app.extensions["keel"]
+def _am() -> AppManager:
+    return cast("AppManager", current_app.extensions["keel"])
 
 
 @config_cli.command("show")

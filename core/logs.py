@@ -26,11 +26,11 @@ _REDACTIONS = (
     # Keel API keys
     (re.compile(r"keel_[A-Za-z0-9]+_[A-Za-z0-9_-]{8,}"), "[REDACTED-API-KEY]"),
     # Authorization headers and key=value / "key": "value" pairs of sensitive names
-    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)\b((?:bearer|basic)\s+)[^\s\"',]+"), r"\1[REDACTED]"),
     (
         re.compile(
-            r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|authorization|refresh_token|access_token)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',}]+)"
+            r"(?i)([\"']?[\w-]*(?:password|passwd|secret|token|api[_-]?key|authorization|pepper|credential)[\w-]*"
+            r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED)([^\s\"',}]+)"
         ),
         r"\1[REDACTED]",
     ),
@@ -124,6 +124,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at emit time (not the one seen at configuration),
+    so that a replaced stdout (a test's capture, a reopened stream) still gets every line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | None = None) -> None:
     """Install Keel's handlers on the root logger, replacing ones installed before."""
     install_redaction()
@@ -131,8 +147,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | No
     for handler in list(root.handlers):
         if getattr(handler, _KEEL_HANDLER, False):
             root.removeHandler(handler)
+            handler.close()  # a LOG_FILE handler holds an open file
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [StdoutHandler()]
     if log_file:
         handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5))
     for handler in handlers:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from core.errors import HTTPError, InternalError
+from core.errors import HTTPError, InternalError, PayloadTooLarge
 from core.http.request_id import current_request_id
 
 logger = logging.getLogger("keel.http")
@@ -65,6 +65,14 @@ def keel_error_response(exc: HTTPError) -> Response:
 
 
 def install(app: Flask) -> None:
+    @app.before_request
+    def _refuse_large_bodies() -> None:
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse a
+        # declared oversize body up front so every route answers 413 the same way.
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge()
+
     @app.errorhandler(HTTPError)
     def _keel(exc: HTTPError) -> Response:
         if exc.status >= 500:
@@ -86,5 +94,5 @@ def install(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         # The boundary: anything unexpected is logged with its traceback and request id, and
         # the client gets the generic 500 body with no detail.
-        logger.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
         return keel_error_response(InternalError())

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g
 
-from core.errors import Unauthorized
+from core.errors import HTTPError, Unauthorized
 from core.http.client import client_ip
 from core.http.request_id import current_request_id
 from core.module import ActionContext
@@ -48,14 +48,55 @@ class Principal:
 
 
 def check(req: Requirement) -> ActionContext:
-    """Enforce ``req`` for the current request; raise the first failing check's error."""
+    """Enforce ``req`` for the current request; raise the first failing check's error.
+
+    Errors are reported in this order: 403 ``banned`` (IP or principal) → 401 → 403
+    ``forbidden`` → 429. Authentication and authorization are decided locally first; then ONE
+    limiter call (one Redis round trip) checks the bans, counts every applicable limit and reads
+    the principal's token deny-list keys. A request that fails authentication or authorization
+    counts only toward its IP's limit.
+    """
+    from core.http import auth  # auth imports Principal/Requirement from here
+
+    am = current_app.extensions["keel"]
     ip = client_ip()
-    has_credentials = bool(request.headers.get("Authorization") or request.headers.get("X-API-Key"))
-    if req.auth != "public" and not has_credentials:
-        raise Unauthorized()
-    if has_credentials and req.auth != "public":
-        # Authentication is not built yet: any credential is invalid until it is.
-        raise Unauthorized()
-    ctx = ActionContext(request_id=current_request_id(), client_ip=ip, action=req.name)
+    principal: Principal | None = None
+    auth_error: HTTPError | None = None
+    try:
+        principal = auth.authenticate()
+    except Unauthorized as exc:
+        if req.auth != "public":  # a public endpoint ignores a bad credential
+            auth_error = exc
+    authz_error = auth.authorize(principal, req) if auth_error is None else None
+    limiter = getattr(am, "limiter", None)
+    revocation_values = None
+    if limiter is not None:
+        keys = auth.revocation_keys(principal) if principal is not None and limiter.using_redis else None
+        outcome, _plan = limiter.check_request(
+            ip,
+            principal,
+            req,
+            identity_limits=auth_error is None and authz_error is None,
+            revocation_keys=keys,
+        )
+        banned = limiter.banned_error(outcome)
+        if banned is not None:
+            raise banned
+        if keys is not None:
+            revocation_values = outcome.revocation_values
+    if auth_error is not None:
+        raise auth_error
+    if principal is not None:
+        auth.check_revocation(principal, revocation_values)
+    if authz_error is not None:
+        raise authz_error
+    if limiter is not None:
+        limited = limiter.limited_error(outcome)
+        if limited is not None:
+            raise limited
+    user, api_key = auth.context_identity(principal)
+    ctx = ActionContext(
+        request_id=current_request_id(), client_ip=ip, action=req.name, user=user, api_key=api_key
+    )
     g.keel_identity = ctx.identity
     return ctx

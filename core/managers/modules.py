@@ -129,7 +129,7 @@ class ModuleManager(Manager):
                 if isinstance(obj, type)
                 and issubclass(obj, BaseModule)
                 and obj is not BaseModule
-                and obj.__module__ == package.__name__
+                and (obj.__module__ == package.__name__ or obj.__module__.startswith(package.__name__ + "."))
             ]
             if len(classes) != 1:
                 raise ModuleError(
@@ -203,7 +203,7 @@ class ModuleManager(Manager):
     def _register_routes(self, app: Flask, record: ModuleRecord) -> None:
         instance = record.instance
         prefix = instance.url_prefix if instance.url_prefix is not None else f"/{record.name}"
-        bp = Blueprint(f"module_{record.name}", f"modules.{record.name}", url_prefix=prefix or None)
+        bp = Blueprint(f"module_{record.name}", type(instance).__module__, url_prefix=prefix or None)
 
         @bp.before_request
         def _module_must_run() -> None:
@@ -213,9 +213,13 @@ class ModuleManager(Manager):
         try:
             instance.register_routes(bp)
         except Exception as exc:  # noqa: BLE001 - isolated: _fail logs the traceback (or re-raises if required)
+            if record.state != STARTED:
+                # Already failed or skipped: keep the first error; its routes are simply absent.
+                logger.warning("module %s register_routes raised %s after its start failed", record.name, exc)
+                return
             self._fail(record, exc, "register_routes")
             return
-        if bp.deferred_functions[1:]:  # more than our before_request: the module added routes
+        if bp.deferred_functions:  # the module added routes (before_request is not deferred)
             app.register_blueprint(bp)
 
     def get(self, name: str) -> BaseModule | None:

@@ -14,6 +14,7 @@ from core import ActionContext, BaseModule, action
 class Admin(BaseModule):
     name = "admin"
     version = "1.0.0"
+    dependencies = ["auth"]  # noqa: RUF012 - class-level declaration, never mutated
 
     def initialize(self, app_manager: Any) -> None:
         self.am = app_manager

@@ -1,0 +1,232 @@
+"""OpenAPI 3.1 document of every action and every other route (SPEC §4.5).
+
+Generated from the loaded registry and ``app.url_map``, never written by hand (DESIGN habit
+12). A view function may carry ``__keel_openapi__`` (a dict merged into its operations, e.g.
+``{"security": [], "summary": "..."}``) to describe itself better than the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask
+
+from core.actions.registry import CompiledAction, Registry
+
+ERROR_REF = {"$ref": "#/components/responses/Error"}
+SECURITY_BY_AUTH: dict[str, list[dict[str, list[str]]]] = {
+    "public": [],
+    "user": [{"bearerAuth": []}],
+    "api_key": [{"apiKey": []}],
+    "any": [{"bearerAuth": []}, {"apiKey": []}],
+}
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "keel_health.healthz",
+        "keel_health.ready",
+        "keel_health.health",
+        "keel_metrics.metrics",
+        "keel_actions.list_actions",
+        "keel_actions.openapi_json",
+        "keel_actions.docs",
+    }
+)
+SKIPPED_ENDPOINTS = frozenset(
+    {"static", "keel_actions.call_action", "keel_actions.call_action_path", "keel_actions.docs_asset"}
+)
+_RULE_PARAM = re.compile(r"<(?:([A-Za-z_]\w*)(?:\([^)]*\))?:)?([A-Za-z_]\w*)>")
+_CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+
+def _components() -> dict[str, Any]:
+    error = {
+        "type": "object",
+        "required": ["success", "error", "request_id"],
+        "properties": {
+            "success": {"const": False},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "examples": ["validation_error"]},
+                    "message": {"type": "string"},
+                    "details": {
+                        "description": "for validation_error: a list of {param, message}",
+                    },
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    }
+    return {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        "schemas": {"Error": error},
+        "responses": {
+            "Error": {
+                "description": "Error (SPEC §3 shape)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        },
+    }
+
+
+def _action_operations(action: CompiledAction) -> tuple[str, dict[str, Any]]:
+    spec = action.spec
+    url = f"/actions/{spec.name}"
+    if spec.path:
+        url += "/" + _RULE_PARAM.sub(lambda m: "{" + m.group(2) + "}", spec.path)
+    path_params = []
+    for pname, _conv in spec.path_params:
+        path_params.append({"name": pname, "in": "path", "required": True, "schema": dict(spec.params[pname].schema)})
+    other = [p for p in spec.params.values() if not p.in_path]
+    body_props: dict[str, Any] = {}
+    for p in other:
+        schema = dict(p.schema)
+        if p.secret:
+            schema["writeOnly"] = True
+        elif p.has_default:
+            schema["default"] = p.default
+        body_props[p.name] = schema
+    required = [p.name for p in other if p.required]
+    result_schema = spec.returns if spec.returns is not None else {}
+    success = {
+        "type": "object",
+        "required": ["success", "action", "result", "request_id"],
+        "properties": {
+            "success": {"const": True},
+            "action": {"const": spec.name},
+            "result": result_schema,
+            "request_id": {"type": "string"},
+        },
+    }
+    operations: dict[str, Any] = {}
+    for method in spec.methods:
+        op: dict[str, Any] = {
+            "operationId": spec.name if len(spec.methods) == 1 else f"{spec.name}_{method.lower()}",
+            "tags": [spec.module],
+            "summary": (spec.description.strip().splitlines() or [spec.name])[0],
+            "security": SECURITY_BY_AUTH[spec.auth],
+            "responses": {
+                "200": {"description": "Success", "content": {"application/json": {"schema": success}}},
+                "400": ERROR_REF,
+                "404": ERROR_REF,
+                "405": ERROR_REF,
+                "429": ERROR_REF,
+                "500": ERROR_REF,
+                "503": ERROR_REF,
+            },
+        }
+        if spec.description:
+            op["description"] = spec.description
+        if spec.deprecated:
+            op["deprecated"] = True
+        if spec.auth != "public":
+            op["responses"]["401"] = ERROR_REF
+            op["responses"]["403"] = ERROR_REF
+        extensions = {"x-keel-roles": list(spec.roles), "x-keel-scopes": list(spec.scopes)}
+        if spec.rate_limit:
+            extensions["x-keel-rate-limit"] = [spec.rate_limit]
+        op.update({k: v for k, v in extensions.items() if v})
+        parameters = list(path_params)
+        if method in ("POST", "PUT", "PATCH"):
+            body_schema: dict[str, Any] = {
+                "type": "object",
+                "properties": body_props,
+                "additionalProperties": spec.additional_params,
+            }
+            if required:
+                body_schema["required"] = required
+            content: dict[str, Any] = {"schema": body_schema}
+            if spec.examples:
+                content["examples"] = {
+                    f"example{i}": {"summary": ex.get("description", f"example {i}"), "value": ex.get("params", {})}
+                    for i, ex in enumerate(spec.examples)
+                }
+            op["requestBody"] = {"required": bool(required), "content": {"application/json": content}}
+            op["responses"]["413"] = ERROR_REF
+            op["responses"]["415"] = ERROR_REF
+        else:
+            for p in other:
+                if p.schema["type"] in ("object", ["object", "null"]):
+                    continue
+                entry: dict[str, Any] = {
+                    "name": p.name,
+                    "in": "query",
+                    "required": p.required,
+                    "schema": body_props[p.name],
+                }
+                if "array" in p.schema["type"]:
+                    entry.update(style="form", explode=True)
+                parameters.append(entry)
+        if parameters:
+            op["parameters"] = parameters
+        operations[method.lower()] = op
+    return url, operations
+
+
+def _route_operations(app: Flask) -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint in SKIPPED_ENDPOINTS:
+            continue
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        if not methods:
+            continue
+        url = _RULE_PARAM.sub(lambda m: "{" + m.group(2) + "}", rule.rule)
+        parameters = [
+            {
+                "name": m.group(2),
+                "in": "path",
+                "required": True,
+                "schema": dict(_CONVERTER_SCHEMAS.get(m.group(1) or "", {"type": "string"})),
+            }
+            for m in _RULE_PARAM.finditer(rule.rule)
+        ]
+        view = app.view_functions.get(rule.endpoint)
+        doc = (getattr(view, "__doc__", None) or "").strip()
+        extra = dict(getattr(view, "__keel_openapi__", {}) or {})
+        for method in methods:
+            op: dict[str, Any] = {
+                "operationId": re.sub(r"\W", "_", f"{rule.endpoint}_{method.lower()}"),
+                "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
+                "summary": doc.splitlines()[0] if doc else rule.endpoint,
+                "responses": {"200": {"description": "OK"}, "default": ERROR_REF},
+            }
+            if rule.endpoint in PUBLIC_ENDPOINTS:
+                op["security"] = []
+            else:
+                op["security"] = [{"bearerAuth": []}, {"apiKey": []}, {}]
+            if parameters:
+                op["parameters"] = parameters
+            op.update(extra)
+            paths.setdefault(url, {})[method.lower()] = op
+    return paths
+
+
+def build_openapi(registry: Registry, app: Flask, version: str) -> dict[str, Any]:
+    paths = _route_operations(app)
+    for action in registry.actions.values():
+        url, operations = _action_operations(action)
+        paths.setdefault(url, {}).update(operations)
+    tags = sorted({a.module for a in registry.actions.values()})
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Keel API",
+            "version": version,
+            "description": "Actions declared in YAML and the framework's routes. Errors use one shape: "
+            '{"success": false, "error": {"code", "message", "details"}, "request_id"}.',
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": t} for t in tags],
+        "paths": dict(sorted(paths.items())),
+        "components": _components(),
+    }

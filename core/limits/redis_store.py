@@ -1,0 +1,124 @@
+"""The Redis store: one EVALSHA of ``sliding_window.lua`` per plan (NOSCRIPT → EVAL, which
+also caches the script on the server for the next call)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+
+from core.limits.plan import BANNED, BanPolicy, Outcome, Plan, TierState
+
+LUA = (Path(__file__).parent / "sliding_window.lua").read_text(encoding="utf-8")
+LUA_SHA = hashlib.sha1(LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+class RedisStore:
+    """Evaluates plans atomically on Redis; keys live under ``prefix``."""
+
+    def __init__(self, client: redis_lib.Redis, prefix: str, policy: BanPolicy) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.policy = policy
+
+    # -- keys -------------------------------------------------------------------------------
+    def ban_key(self, kind: str, identifier: str) -> str:
+        return f"{self.prefix}ban:{kind}:{identifier}"
+
+    def viol_key(self, kind: str, identifier: str) -> str:
+        return f"{self.prefix}viol:{kind}:{identifier}"
+
+    def strikes_key(self, kind: str, identifier: str) -> str:
+        return f"{self.prefix}strikes:{kind}:{identifier}"
+
+    def log_key(self, key: str) -> str:
+        return f"{self.prefix}rl:{key}"
+
+    # -- the one round trip -----------------------------------------------------------------
+    def evaluate(self, plan: Plan) -> Outcome:
+        keys: list[str] = []
+        for kind, ident in plan.identities:
+            keys += [self.ban_key(kind, ident), self.viol_key(kind, ident), self.strikes_key(kind, ident)]
+        keys += plan.revocation_keys
+        keys += [self.log_key(c.key) for c in plan.limits]
+        p = self.policy
+        args: list[Any] = [
+            os.urandom(8).hex(),
+            len(plan.identities),
+            len(plan.revocation_keys),
+            len(plan.limits),
+            p.after,
+            p.window_ms,
+            p.base_ms,
+            p.max_ms,
+            p.strike_memory_ms,
+            plan.force_violation + 1,
+        ]
+        for check in plan.limits:
+            args += [check.blame + 1, len(check.tiers)]
+            for tier in check.tiers:
+                args += [tier.limit, tier.window_ms]
+        try:
+            raw = self.client.evalsha(LUA_SHA, len(keys), *keys, *args)
+        except redis_lib.exceptions.NoScriptError:
+            raw = self.client.eval(LUA, len(keys), *keys, *args)
+        status, which, ms, now, rev, flat, strikes, rejected = raw
+        states = [
+            TierState(check, check.tiers[flat[i + 1] - 1], flat[i + 2], flat[i + 3])
+            for i in range(0, len(flat), 4)
+            for check in (plan.limits[flat[i] - 1],)
+        ]
+        return Outcome(
+            status=int(status),
+            now_ms=int(now),
+            states=states,
+            identity=int(which) - 1,
+            retry_ms=int(ms),
+            strikes=int(strikes),
+            rejected_limit=int(rejected) - 1,
+            revocation_values=list(rev) if status != BANNED else None,
+        )
+
+    # -- bans -------------------------------------------------------------------------------
+    def set_ban(
+        self, kind: str, identifier: str, ttl_ms: int, strikes: int = 0, *, only_if_absent: bool = False
+    ) -> None:
+        """Ban for ``ttl_ms``; ``only_if_absent`` for restores (an existing ban wins)."""
+        if ttl_ms <= 0:
+            return
+        ttl = ttl_ms
+        until_ms = int(time.time() * 1000) + ttl  # informative: the script reads the TTL
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.ban_key(kind, identifier), until_ms, px=ttl, nx=only_if_absent)
+        if strikes:
+            skey = self.strikes_key(kind, identifier)
+            if only_if_absent:
+                pipe.setnx(skey, strikes)
+            else:
+                pipe.set(skey, strikes)
+            pipe.pexpire(skey, ttl + self.policy.strike_memory_ms)
+        pipe.execute()
+
+    def delete_ban(self, kind: str, identifier: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.ban_key(kind, identifier))
+        pipe.delete(self.viol_key(kind, identifier))
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def ban_remaining_ms(self, kind: str, identifier: str) -> int | None:
+        ttl = int(self.client.pttl(self.ban_key(kind, identifier)))
+        if ttl == -1:
+            return self.policy.max_ms
+        return ttl if ttl > 0 else None
+
+    def now_ms(self) -> int:
+        sec, usec = self.client.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def ping(self) -> None:
+        self.client.ping()

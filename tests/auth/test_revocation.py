@@ -1,0 +1,116 @@
+"""Revocation: Redis is the fast path, the database the source of truth (SPEC §6)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.auth.conftest import assert_unauthorized, bearer, create_user, login
+
+
+def test_revoked_token_rejected_with_redis_stopped(auth_app: Any, redis_server_factory: Any) -> None:
+    server = redis_server_factory()
+    app = auth_app(REDIS_URL=server.url, REDIS_KEY_PREFIX="keeltest:rev:")
+    client = app.test_client()
+    create_user(app, "ivan")
+    revoked = login(client, "ivan")
+    alive = login(client, "ivan")
+    assert client.get("/auth/me", headers=bearer(revoked["access_token"])).status_code == 200
+    assert client.post("/auth/logout", headers=bearer(revoked["access_token"])).status_code == 200
+    assert_unauthorized(client.get("/auth/me", headers=bearer(revoked["access_token"])))
+
+    server.stop()
+    # Redis is gone: the database answers — the revoked token stays refused, the other works.
+    for _ in range(3):
+        assert_unauthorized(client.get("/auth/me", headers=bearer(revoked["access_token"])))
+        assert client.get("/auth/me", headers=bearer(alive["access_token"])).status_code == 200
+
+    # Revoked while Redis is down, then Redis comes back *empty*: still refused.
+    assert client.post("/auth/logout-all", headers=bearer(alive["access_token"])).status_code == 200
+    server.start()
+    for _ in range(3):
+        assert_unauthorized(client.get("/auth/me", headers=bearer(alive["access_token"])))
+        assert_unauthorized(client.get("/auth/me", headers=bearer(revoked["access_token"])))
+    fresh = login(client, "ivan")
+    assert client.get("/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+def test_revocation_is_visible_to_another_instance_at_once(auth_app: Any, pg_config: Any, redis_config: Any) -> None:
+    shared = {"JWT_SECRET_KEY": "k" * 48, "API_KEY_PEPPER": "p" * 48, **pg_config, **redis_config}
+    one = auth_app(**shared)
+    two = auth_app(**shared)
+    create_user(one, "judy")
+    c1, c2 = one.test_client(), two.test_client()
+    pair = login(c1, "judy")
+    assert c2.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert c1.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 200
+    assert_unauthorized(c2.get("/auth/me", headers=bearer(pair["access_token"])))
+
+    other = login(c2, "judy")
+    assert c1.get("/auth/me", headers=bearer(other["access_token"])).status_code == 200
+    user = one.extensions["keel"].jwt.users.by_username("judy")
+    one.extensions["keel"].jwt.revoke_user_tokens(user.id, actor="test")
+    assert_unauthorized(c2.get("/auth/me", headers=bearer(other["access_token"])))
+
+
+def test_redis_and_database_down_is_503(auth_app: Any, redis_server_factory: Any, base_config: Any) -> None:
+    server = redis_server_factory()
+    app = auth_app(REDIS_URL=server.url)
+    client = app.test_client()
+    create_user(app, "kate")
+    pair = login(client, "kate")
+    server.stop()
+    assert client.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200  # the DB answers
+    # Take the database away as well: the deny-list cannot be read → 503, never a 200.
+    db_file = Path(base_config["DATABASE_URL"].removeprefix("sqlite:///"))
+    shutil.move(db_file, db_file.with_suffix(".gone"))
+    app.extensions["keel"].db.sql.dispose()
+    resp = client.get("/probe/any", headers=bearer(pair["access_token"]))
+    assert resp.status_code == 503, resp.get_json()
+    assert resp.get_json()["error"]["code"] == "service_unavailable"
+    assert "Retry-After" in resp.headers
+
+
+@pytest.mark.slow
+def test_concurrent_refreshes_exactly_one_wins(auth_app: Any, pg_config: Any, redis_config: Any) -> None:
+    """16 threads present the same refresh token to a real server on PostgreSQL at once."""
+    app = auth_app(**pg_config, **redis_config)
+    create_user(app, "leo")
+    pair = login(app.test_client(), "leo")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    barrier = threading.Barrier(16)
+    results: list[tuple[int, Any]] = []
+    lock = threading.Lock()
+
+    def refresh() -> None:
+        with requests.Session() as session:
+            barrier.wait()
+            resp = session.post(f"{url}/auth/refresh", json={"refresh_token": pair["refresh_token"]}, timeout=20)
+            with lock:
+                results.append((resp.status_code, resp.json()))
+
+    try:
+        threads = [threading.Thread(target=refresh) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [401] * 15, statuses
+    # The losers presented a spent token: the family is revoked, the winner's pair with it.
+    winner = next(body for status, body in results if status == 200)
+    client = app.test_client()
+    assert_unauthorized(client.get("/auth/me", headers=bearer(winner["access_token"])))
+    assert_unauthorized(client.post("/auth/refresh", json={"refresh_token": winner["refresh_token"]}))

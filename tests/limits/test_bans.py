@@ -1,0 +1,142 @@
+"""Auto-ban timing and escalation, persistence across restarts, lift, admin actions and CLI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+
+from tests.limits.conftest import from_ip, user_token
+
+ADMIN_IP = from_ip("192.0.2.200")
+
+
+def code(resp: Any) -> str:
+    body = resp.get_json()
+    return "ok" if body.get("success") else str(body["error"]["code"])
+
+
+def test_auto_ban_timing_and_escalation(limits_app: Any, redis_config: dict[str, Any]) -> None:
+    app = limits_app(RATE_LIMIT_IP="2/minute", BAN_AFTER_VIOLATIONS=3, BAN_WINDOW=10, BAN_DURATION=2, **redis_config)
+    client = app.test_client()
+    got = [code(client.get("/actions/t_public")) for _ in range(5)]
+    assert got == ["ok", "ok", "rate_limited", "rate_limited", "banned"]  # 3rd violation bans
+    banned_at = time.monotonic()
+    resp = client.get("/actions/t_public")
+    assert code(resp) == "banned" and resp.headers["Retry-After"] == "2"
+    while code(client.get("/actions/t_public")) == "banned":
+        time.sleep(0.05)
+        assert time.monotonic() - banned_at < 4, "ban did not expire"
+    assert abs((time.monotonic() - banned_at) - 2.0) <= 1.0
+    # the IP is still over its limit: 3 more violations ban it again, for twice as long
+    got = [code(client.get("/actions/t_public")) for _ in range(2)]
+    assert got == ["rate_limited", "banned"]
+    assert client.get("/actions/t_public").headers["Retry-After"] == "4"
+    bans = app.extensions["keel"].limiter.list_bans()
+    assert [(b["kind"], b["identifier"], b["strikes"]) for b in bans] == [("ip", "127.0.0.1", 2)]
+    assert app.extensions["keel"].limiter.metrics()["bans"] == {"ip": 2}
+
+
+def test_ban_fires_the_hook_and_the_audit_log(limits_app: Any, redis_config: dict[str, Any], caplog: Any) -> None:
+    app = limits_app(RATE_LIMIT_IP="1/minute", BAN_AFTER_VIOLATIONS=2, **redis_config)
+    events: list[dict[str, Any]] = []
+    app.extensions["keel"].hooks.register("identity_banned", lambda **data: events.append(data))
+    client = app.test_client()
+    with caplog.at_level(logging.INFO, logger="keel.audit"):
+        assert [code(client.get("/actions/t_public")) for _ in range(3)] == ["ok", "rate_limited", "banned"]
+        app.extensions["keel"].limiter.lift_ban("ip", "127.0.0.1", actor="user:1")
+    assert events == [
+        {"kind": "ip", "identifier": "127.0.0.1", "seconds": 3600, "strikes": 1, "actor": "auto"}
+    ]
+    audit = [r.getMessage() for r in caplog.records if r.name == "keel.audit"]
+    assert any("ban: ip 127.0.0.1 for 3600s" in m for m in audit)
+    assert any("ban lifted: ip 127.0.0.1 by user:1" in m for m in audit)
+
+
+def test_no_ban_lands_on_a_spoofed_address(limits_app: Any, redis_config: dict[str, Any]) -> None:
+    app = limits_app(RATE_LIMIT_IP="2/minute", BAN_AFTER_VIOLATIONS=3, **redis_config)
+    client = app.test_client()
+    for i in range(10):
+        client.get("/actions/t_public", headers={"X-Forwarded-For": f"203.0.113.{i}"})
+    bans = app.extensions["keel"].limiter.list_bans()
+    assert [(b["kind"], b["identifier"]) for b in bans] == [("ip", "127.0.0.1")]
+    # the address the client tried to frame is not banned
+    assert code(client.get("/actions/t_public", **from_ip("203.0.113.1"))) == "ok"
+
+
+def test_bans_survive_a_restart_and_a_redis_wipe(
+    limits_app: Any, redis_config: dict[str, Any], redis_url: str, redis_prefix: str
+) -> None:
+    settings = {"RATE_LIMIT_IP": "1/minute", "BAN_AFTER_VIOLATIONS": 2, "BAN_DURATION": 600, **redis_config}
+    first = limits_app(**settings)
+    client = first.test_client()
+    assert [code(client.get("/actions/t_public")) for _ in range(3)] == ["ok", "rate_limited", "banned"]
+    first.extensions["keel"].dispose()
+    # a new app (a restarted worker) on the same Redis and database
+    second = limits_app(**settings)
+    assert code(second.test_client().get("/actions/t_public")) == "banned"
+    second.extensions["keel"].dispose()
+    # Redis lost every key (restarted empty): the database restores the ban at start
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(match=redis_prefix + "*"))
+    assert keys
+    r.delete(*keys)
+    r.close()
+    third = limits_app(**settings)
+    resp = third.test_client().get("/actions/t_public")
+    assert code(resp) == "banned" and 590 <= int(resp.headers["Retry-After"]) <= 600
+
+
+def test_bans_survive_a_restart_without_redis(limits_app: Any) -> None:
+    settings = {"RATE_LIMIT_IP": "1/minute", "BAN_AFTER_VIOLATIONS": 2}
+    first = limits_app(**settings)
+    client = first.test_client()
+    assert [code(client.get("/actions/t_public")) for _ in range(3)] == ["ok", "rate_limited", "banned"]
+    first.extensions["keel"].dispose()
+    second = limits_app(**settings)
+    assert code(second.test_client().get("/actions/t_public")) == "banned"
+
+
+def test_admin_actions_ban_list_and_lift_take_effect_at_once_on_every_worker(
+    limits_app: Any, redis_config: dict[str, Any]
+) -> None:
+    shared = {"JWT_SECRET_KEY": "limits-test-key-" + "k" * 32, **redis_config}
+    worker_a = limits_app(**shared)
+    worker_b = limits_app(**shared)  # a second worker: same Redis, database and JWT key
+    client_a, client_b = worker_a.test_client(), worker_b.test_client()
+    target = {"kind": "ip", "identifier": "198.51.100.7", "seconds": 120}
+    assert client_a.post("/actions/ban", json=target, **ADMIN_IP).status_code == 401
+    token = {"Authorization": f"Bearer {user_token(worker_a, 'boss', admin=True)}"}
+    resp = client_a.post("/actions/ban", json=target, headers=token, **ADMIN_IP)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["result"]["seconds"] == 120
+    assert code(client_b.get("/actions/t_public", **from_ip("198.51.100.7"))) == "banned"
+    resp = client_b.get("/actions/list_bans", headers=token, **ADMIN_IP)
+    assert resp.status_code == 200, resp.get_json()
+    listed = resp.get_json()["result"]
+    assert [(b["kind"], b["identifier"], b["actor"]) for b in listed] == [("ip", "198.51.100.7", "user:1")]
+    resp = client_a.post("/actions/lift_ban", json={"kind": "ip", "identifier": "198.51.100.7"}, headers=token, **ADMIN_IP)
+    assert resp.get_json()["result"]["lifted"] is True
+    assert code(client_b.get("/actions/t_public", **from_ip("198.51.100.7"))) == "ok"
+    resp = client_a.post("/actions/lift_ban", json={"kind": "ip", "identifier": "198.51.100.7"}, headers=token, **ADMIN_IP)
+    assert resp.status_code == 404
+    bad = client_a.post("/actions/ban", json={**target, "kind": "planet"}, headers=token, **ADMIN_IP)
+    assert bad.status_code == 400
+
+
+def test_cli_lists_and_lifts(limits_app: Any, redis_config: dict[str, Any]) -> None:
+    app = limits_app(**redis_config)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["bans", "list"]).output.strip() == "no active bans"
+    app.extensions["keel"].limiter.ban("user", "42", 300, actor="test")
+    out = runner.invoke(args=["bans", "list"]).output
+    assert "user" in out and "42" in out and "reason=manual" in out
+    assert code(app.test_client().get("/actions/t_public")) == "ok"
+    result = runner.invoke(args=["bans", "lift", "user", "42"])
+    assert result.exit_code == 0 and "lifted" in result.output
+    assert app.extensions["keel"].limiter.ban_remaining("user", "42") is None
+    result = runner.invoke(args=["bans", "lift", "user", "42"])
+    assert result.exit_code != 0 and "no active ban" in result.output
+    assert runner.invoke(args=["bans", "lift", "planet", "x"]).exit_code != 0

@@ -1,0 +1,44 @@
+"""Fixtures of the state tests: every test runs on each storage stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+STACKS = ["sqlite", "sqlite+redis", "postgresql", "postgresql+redis"]
+
+
+def stack_settings(request: pytest.FixtureRequest, stack: str) -> dict[str, Any]:
+    """Settings for ``stack``: SQLite (per-test file) or the real PostgreSQL, with the real
+    Redis or the in-process stand-in."""
+    config: dict[str, Any] = {}
+    if stack.startswith("postgresql"):
+        config.update(request.getfixturevalue("pg_config"))
+    if stack.endswith("+redis"):
+        config.update(request.getfixturevalue("redis_config"))
+    return config
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def stack_config(request: pytest.FixtureRequest, stack: str) -> dict[str, Any]:
+    return stack_settings(request, stack)
+
+
+@pytest.fixture
+def state_app(make_app: Callable[..., Any], stack_config: dict[str, Any]) -> Any:
+    return make_app(**stack_config)
+
+
+@pytest.fixture
+def sm(state_app: Any) -> Any:
+    """The app's StateManager with the ``task``-like machine ``job`` defined."""
+    state = state_app.extensions["keel"].state
+    state.define("job", {"todo": ["doing"], "doing": ["todo", "done"], "done": []}, initial="todo")
+    return state
