@@ -248,7 +248,9 @@ def check_production(settings: Settings) -> None:
     problems = []
     src = settings.source("JWT_SECRET_KEY")
     key = settings["JWT_SECRET_KEY"]
-    if key is None or src.startswith("generated") or src == "default":
+    if settings["JWT_KEYS"]:
+        pass  # a JWK set (checked by the JWT manager: private signing key, kid, HS256 ≥ 32 bytes) replaces it
+    elif key is None or src.startswith("generated") or src == "default":
         problems.append("JWT_SECRET_KEY is not set (generated/default keys are for development only)")
     elif settings["JWT_ALGORITHM"] == "HS256" and len(key.encode()) < 32:
         problems.append("JWT_SECRET_KEY is shorter than 32 bytes; HS256 needs at least 32")

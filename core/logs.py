@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import click
 from flask import g, has_request_context
 
 # Keel's own handlers carry this attribute so that reconfiguring replaces only them.
@@ -124,16 +125,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at emit time (not the one seen at configuration),
-    so that a replaced stdout (a test's capture, a reopened stream) still gets every line."""
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at emit time, not the one seen at
+    configuration, so that a replaced stream (a test's capture, a reopened stream) gets every line."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, to_stderr: bool = False) -> None:
+        self.to_stderr = to_stderr
+        super().__init__(sys.stderr if to_stderr else sys.stdout)
 
     @property
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
@@ -149,7 +151,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | No
             root.removeHandler(handler)
             handler.close()  # a LOG_FILE handler holds an open file
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    handlers: list[logging.Handler] = [StdoutHandler()]
+    # Under the flask CLI (a click context is active while the app loads) stdout belongs to the
+    # command's output (`flask openapi`, `config show`): logs go to stderr there.
+    handlers: list[logging.Handler] = [ConsoleHandler(to_stderr=click.get_current_context(silent=True) is not None)]
     if log_file:
         handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5))
     for handler in handlers:

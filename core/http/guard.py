@@ -95,8 +95,6 @@ def check(req: Requirement) -> ActionContext:
         if limited is not None:
             raise limited
     user, api_key = auth.context_identity(principal)
-    ctx = ActionContext(
-        request_id=current_request_id(), client_ip=ip, action=req.name, user=user, api_key=api_key
-    )
+    ctx = ActionContext(request_id=current_request_id(), client_ip=ip, action=req.name, user=user, api_key=api_key)
     g.keel_identity = ctx.identity
     return ctx

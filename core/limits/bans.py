@@ -72,9 +72,7 @@ class BanRecords:
         t = self.table
         with self.engine.connect() as conn:
             row = (
-                conn.execute(
-                    t.select().where(t.c.kind == kind, t.c.identifier == identifier, t.c.until_ms > _now_ms())
-                )
+                conn.execute(t.select().where(t.c.kind == kind, t.c.identifier == identifier, t.c.until_ms > _now_ms()))
                 .mappings()
                 .first()
             )

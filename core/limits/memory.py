@@ -137,5 +137,16 @@ class MemoryStore:
             now = self.now_ms()
             return until - now if until is not None and until > now else None
 
+    def replace_bans(self, bans: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Make the bans exactly ``{(kind, identifier): (ttl_ms, strikes)}`` (the database's
+        record): bans set elsewhere appear, bans lifted elsewhere disappear."""
+        with self._lock:
+            now = self.now_ms()
+            self._bans = {ident: now + ttl for ident, (ttl, _strikes) in bans.items() if ttl > 0}
+            for ident, (ttl, strikes) in bans.items():
+                if strikes and ttl > 0:
+                    count, _expires = self._strikes.get(ident, (0, 0))
+                    self._strikes[ident] = (max(count, strikes), now + ttl + self.policy.strike_memory_ms)
+
     def ping(self) -> None:
         """Always answers (same interface as the Redis store)."""

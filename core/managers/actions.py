@@ -52,6 +52,7 @@ audit = logging.getLogger("keel.audit")
 
 SUFFIXES = (".yaml", ".yml")
 MODULE_FILE = "actions.yaml"
+EMPTY_GRACE_S = 1.0  # an empty file is an error only once it has stayed empty this long
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:
@@ -62,6 +63,13 @@ def _signature(path: Path) -> tuple[int, ...] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns, lst.st_ino, lst.st_mtime_ns)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -331,6 +339,8 @@ class ActionManager(Manager):
             data = read_source(source.path, source.within)
             if settle > 0 and _signature(source.path) != sigs[k]:
                 continue  # moved while being read: try again at the next poll
+            if settle > 0 and not data[1].strip() and _age(source.path) < EMPTY_GRACE_S:
+                continue  # truncated a moment ago: most likely an editor between truncate and write
             result = evaluate(source, self._resolve, data)
             previous = records.get(k)
             if previous is not None and result.digest is not None and previous.digest == result.digest:
@@ -380,14 +390,14 @@ class ActionManager(Manager):
     ) -> None:
         am = self._require_am()
         for display, errors in failed:
-            self.reload_errors_total += 1
             logger.error(
                 "action file %s rejected (%s):\n  %s",
                 display,
                 "the last good version keeps serving" if not initial else "not loaded",
                 "\n  ".join(errors),
             )
-            if not initial:
+            if not initial:  # counted like keel_actions_reload_errors_total: reloads, not the boot
+                self.reload_errors_total += 1
                 audit.warning("actions reload failed: %s (%d errors)", display, len(errors))
                 am.hooks.trigger("actions_reload_failed", file=display, errors=errors)
         if initial:

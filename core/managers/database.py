@@ -121,7 +121,9 @@ class DatabaseManager(Manager):
         threshold, interval = settings["BREAKER_THRESHOLD"], settings["BREAKER_PROBE_INTERVAL"]
         self.read_retries = settings["DB_READ_RETRIES"]
         install_psycogreen()
-        self.breaker = CircuitBreaker("db", failures=(DatabaseUnavailable,), threshold=threshold, probe_interval=interval)
+        self.breaker = CircuitBreaker(
+            "db", failures=(DatabaseUnavailable,), threshold=threshold, probe_interval=interval
+        )
         self.sql = self._engine(settings["DATABASE_URL"], settings, self.breaker)
         if settings["DATABASE_READ_URL"]:
             self.read_breaker = CircuitBreaker(
@@ -222,7 +224,9 @@ class DatabaseManager(Manager):
             appname="keel",
         )
         self.mongo = self.mongo_client.get_default_database("keel")
-        self.mongo_breaker = CircuitBreaker("mongo", failures=(ConnectionFailure,), threshold=threshold, probe_interval=interval)
+        self.mongo_breaker = CircuitBreaker(
+            "mongo", failures=(ConnectionFailure,), threshold=threshold, probe_interval=interval
+        )
 
     # -- use ---------------------------------------------------------------------------------
     @property

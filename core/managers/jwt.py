@@ -56,6 +56,9 @@ audit = logging.getLogger("keel.audit")
 
 MAX_TOKEN_BYTES = 8 * 1024
 VERIFIED_CACHE_SIZE = 4096
+# Without Redis the database is asked; its "not revoked" answer is reused this long, so that a
+# revocation made by another process is seen within 1 s (SPEC §6) without a query per request.
+DB_CHECK_CACHE_TTL = 0.5
 MAX_LEEWAY = 30
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{0,8192}$")
 _KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -210,6 +213,7 @@ class JWTManager(Manager):
         self._resync_needed = True
         self._resync_lock = threading.Lock()
         self._verified: dict[str, tuple[dict[str, Any], float | None]] = {}
+        self._db_checked: dict[str, float] = {}
         self.cli_groups = [users_cli]
         super().__init__(app)
 
@@ -477,28 +481,40 @@ class JWTManager(Manager):
             return None
 
     def _check_db(self, claims: dict[str, Any]) -> None:
+        """The database's answer (one query). A "not revoked" answer is remembered for
+        ``DB_CHECK_CACHE_TTL`` seconds; this process's own revocations clear it at once."""
         assert self.users is not None
-        r = self.revocations
+        jti = claims["jti"]
+        deadline = self._db_checked.get(jti)
+        if deadline is not None and time.monotonic() < deadline:
+            return
+        r, u = self.revocations, self.users.table
         now = time.time()
+        denied = (
+            sa.select(sa.func.count())
+            .select_from(r)
+            .where(
+                sa.or_(
+                    sa.and_(r.c.kind == "jti", r.c.value == jti),
+                    sa.and_(r.c.kind == "fam", r.c.value == claims["fam"]),
+                ),
+                r.c.expires_at > now,
+            )
+            .scalar_subquery()
+        )
         try:
             with self.am.db.sql.connect() as conn:
-                denied = conn.execute(
-                    sa.select(r.c.id)
-                    .where(
-                        sa.or_(
-                            sa.and_(r.c.kind == "jti", r.c.value == claims["jti"]),
-                            sa.and_(r.c.kind == "fam", r.c.value == claims["fam"]),
-                        ),
-                        r.c.expires_at > now,
-                    )
-                    .limit(1)
+                row = conn.execute(
+                    sa.select(u.c.token_version, u.c.active, denied.label("denied")).where(u.c.id == int(claims["sub"]))
                 ).first()
-            state = self.users.version_and_active(int(claims["sub"]))
         except _DB_ERRORS:
             logger.error("token revocation cannot be checked: Redis and the database are unavailable")
             raise ServiceUnavailable() from None
-        if denied is not None or state is None or not state[1] or state[0] != claims["ver"]:
+        if row is None or row.denied or not row.active or int(row.token_version) != claims["ver"]:
             raise Unauthorized()
+        if len(self._db_checked) >= VERIFIED_CACHE_SIZE:
+            self._db_checked.clear()
+        self._db_checked[jti] = time.monotonic() + DB_CHECK_CACHE_TTL
 
     def resync_redis(self) -> None:
         """Copy the database's live deny-list and token versions into Redis, then mark it synced."""
@@ -528,6 +544,7 @@ class JWTManager(Manager):
 
     # -- revocation: writes ----------------------------------------------------------------------
     def _deny(self, kind: str, value: str, user_id: int | None, expires_at: float) -> None:
+        self._db_checked.clear()
         now = time.time()
         try:
             with self.am.db.sql.begin() as conn:
@@ -595,6 +612,7 @@ class JWTManager(Manager):
         except _DB_ERRORS:
             logger.exception("cannot bump a token version")
             raise ServiceUnavailable() from None
+        self._db_checked.clear()
         self._redis_write(lambda c: c.set(self._rkey("ver", str(user_id)), version))
         audit.info("all tokens of a user revoked", extra={"user_id": user_id, "reason": reason, "actor": actor})
         self.am.hooks.trigger("tokens_revoked", user_id=user_id, family=None, reason=reason, actor=actor)

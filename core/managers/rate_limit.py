@@ -42,7 +42,7 @@ from core.http.health import EXEMPT_ENDPOINTS
 from core.limits.bans import KINDS, BanRecords, bans_table
 from core.limits.memory import MemoryStore
 from core.limits.parse import Tier, parse_limit
-from core.limits.plan import BANNED, NEWLY_BANNED, REJECTED, BanPolicy, LimitCheck, Outcome, Plan, TierState
+from core.limits.plan import ADMITTED, BANNED, NEWLY_BANNED, REJECTED, BanPolicy, LimitCheck, Outcome, Plan, TierState
 from core.limits.redis_store import RedisStore
 from core.managers.base import Manager
 
@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
 
 MAX_BAN_SECONDS = 365 * 86_400
+MEMORY_SYNC_S = 2.0  # without Redis: how often a process re-reads the bans table
 _REDIS_FAILURES = (redis_lib.ConnectionError, redis_lib.TimeoutError)
 
 
@@ -84,6 +85,8 @@ class RateLimiterManager(Manager):
         self.policy = BanPolicy(5, 300_000, 3_600_000, 86_400_000)
         self._hooks: Any = None
         self._counter_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._next_sync = 0.0
         self.rejections: Counter[str] = Counter()  # by level: ip, user, api_key, action, login, ...
         self.banned_requests: Counter[str] = Counter()  # refused because banned, by ban kind
         self.bans_issued: Counter[str] = Counter()  # new bans, by kind
@@ -192,9 +195,29 @@ class RateLimiterManager(Manager):
                 outcome = self.memory.evaluate(plan)
                 outcome.fallback = True
         else:
+            self._sync_memory()
             outcome = self.memory.evaluate(plan)
         self._account(outcome, plan)
         return outcome
+
+    def _sync_memory(self) -> None:
+        """Without Redis, the database is what processes share: every ``MEMORY_SYNC_S`` the
+        per-process bans are made equal to its record, so a ban or a lift done by another
+        worker or by ``flask bans`` takes effect here within that time."""
+        now = time.monotonic()
+        if now < self._next_sync or not self._sync_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_sync = now + MEMORY_SYNC_S
+            assert self.memory is not None and self.records is not None
+            rows = self.records.active()
+            wall = int(time.time() * 1000)
+            self.memory.replace_bans({(r["kind"], r["identifier"]): (r["until_ms"] - wall, r["strikes"]) for r in rows})
+        except sa.exc.SQLAlchemyError:
+            # The bans this process knows keep applying; the next sync retries.
+            logger.exception("rate limiter: cannot read the bans table")
+        finally:
+            self._sync_lock.release()
 
     @property
     def using_redis(self) -> bool:
@@ -250,6 +273,9 @@ class RateLimiterManager(Manager):
             tiers = parse_limit(requirement.rate_limit)
             limits.append(LimitCheck("action", f"action:{requirement.name}:{ident_key}", tiers, blame))
         plan = Plan(identities, limits, list(revocation_keys or ()))
+        if not limits and principal is None and not plan.revocation_keys:
+            # A non-action route whose before_request already checked this IP's ban and limit.
+            return Outcome(ADMITTED, 0), plan
         outcome = self.evaluate(plan)
         self._remember(outcome)
         return outcome, plan

@@ -47,6 +47,9 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+# What a cache helper treats as "Redis is down": a miss, not an error.
+_DOWN: tuple[type[BaseException], ...] = (CircuitOpen, *REDIS_FAILURES)
+
 # Set the JSON value ARGV[1] at KEYS[1] unless the stored value has a version >= ARGV[2]:
 # concurrent write-through caches can never replace a newer record with an older one.
 _SET_IF_NEWER = """
@@ -130,7 +133,7 @@ class RedisManager(Manager):
             assert self.client is not None
             try:
                 raw = self._call(self.client.get, full)
-            except (CircuitOpen, *REDIS_FAILURES):
+            except _DOWN:
                 return default
         return default if raw is None else json.loads(raw)
 
@@ -143,7 +146,7 @@ class RedisManager(Manager):
         assert self.client is not None
         try:
             self._call(self.client.set, full, raw, max(1, int(ttl)))
-        except (CircuitOpen, *REDIS_FAILURES):
+        except _DOWN:
             return False
         return True
 
@@ -159,7 +162,7 @@ class RedisManager(Manager):
             return True
         try:
             self._call(self._set_if_newer, [full], [raw, version, max(1, int(ttl))])
-        except (CircuitOpen, *REDIS_FAILURES):
+        except _DOWN:
             return False
         return True
 
@@ -173,7 +176,7 @@ class RedisManager(Manager):
         assert self.client is not None
         try:
             self._call(self.client.delete, *full)
-        except (CircuitOpen, *REDIS_FAILURES):
+        except _DOWN:
             return False
         return True
 
@@ -187,7 +190,7 @@ class RedisManager(Manager):
         assert self.client is not None
         try:
             self._call(self.client.publish, full, raw)
-        except (CircuitOpen, *REDIS_FAILURES):
+        except _DOWN:
             return False
         return True
 
@@ -207,7 +210,7 @@ class RedisManager(Manager):
             sub = _RedisSubscription(self.client, full, callback, self.breaker)
             sub.start()
         self._subscriptions.append(sub)
-        return sub  # type: ignore[no-any-return]
+        return sub
 
     # -- lifecycle ---------------------------------------------------------------------------
     def ping(self) -> float:
@@ -222,7 +225,7 @@ class RedisManager(Manager):
             return {"status": "healthy", "backend": "in-process"}
         try:
             latency = self.ping()
-        except (CircuitOpen, *REDIS_FAILURES) as exc:
+        except _DOWN as exc:
             return {
                 "status": "degraded",
                 "backend": "redis",

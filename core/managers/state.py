@@ -29,6 +29,7 @@ run after a transition of that kind is committed.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.dialects import oracle
 
 from core.errors import IllegalTransition, KeelError, NotFound, VersionConflict
 from core.managers.base import Manager
@@ -79,6 +81,12 @@ class Machine:
         return target in self.transitions.get(source, frozenset())
 
 
+def utc_timestamp() -> sa.types.TypeEngine[Any]:
+    """A timezone-aware timestamp everywhere (Oracle's plain DateTime would be a DATE: no
+    fractions of a second, no zone)."""
+    return sa.DateTime(timezone=True).with_variant(oracle.TIMESTAMP(timezone=True), "oracle")
+
+
 def state_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     """Declare (or return) the two state tables in ``metadata``."""
     if "keel_state" in metadata.tables:
@@ -91,25 +99,54 @@ def state_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("state", sa.String(64), nullable=False),
         sa.Column("data", sa.Text, nullable=False),  # JSON; portable (Oracle has no JSON type in SQLAlchemy Core)
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", utc_timestamp(), nullable=False),
+        sa.Column("updated_at", utc_timestamp(), nullable=False),
         sa.Index("ix_keel_state_kind_state", "kind", "state"),
         sa.Index("ix_keel_state_kind_created", "kind", "created_at"),
     )
     history = sa.Table(
         "keel_state_history",
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.Identity(), primary_key=True),
         sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("record_key", sa.String(MAX_KEY_LENGTH), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("from_state", sa.String(64), nullable=True),
         sa.Column("to_state", sa.String(64), nullable=False),
         sa.Column("actor", sa.String(191), nullable=True),
-        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("changed_at", utc_timestamp(), nullable=False),
         sa.Index("ix_keel_state_history_record", "kind", "record_key", "id"),
     )
     return records, history
+
+
+def select_record(records: sa.Table, kind: str, key: str) -> sa.Select[Any]:
+    return sa.select(records).where(records.c.kind == kind, records.c.record_key == key)
+
+
+def cas_update(records: sa.Table, kind: str, key: str, expected: int, **values: Any) -> sa.Update:
+    """``UPDATE keel_state SET ... WHERE kind = :k AND record_key = :key AND version = :expected``."""
+    return (
+        sa.update(records)
+        .where(records.c.kind == kind, records.c.record_key == key, records.c.version == expected)
+        .values(**values)
+    )
+
+
+def list_records(records: sa.Table, kind: str, state: str | None, limit: int, offset: int) -> sa.Select[Any]:
+    query = sa.select(records).where(records.c.kind == kind)
+    if state is not None:
+        query = query.where(records.c.state == state)
+    return query.order_by(records.c.created_at, records.c.record_key).limit(max(0, limit)).offset(max(0, offset))
+
+
+def history_query(history: sa.Table, kind: str, key: str, limit: int) -> sa.Select[Any]:
+    return (
+        sa.select(history)
+        .where(history.c.kind == kind, history.c.record_key == key)
+        .order_by(history.c.id.desc())
+        .limit(max(0, limit))
+    )
 
 
 def _iso(value: datetime) -> str:
@@ -163,7 +200,9 @@ class StateManager(Manager):
             if not isinstance(source, str) or not _NAME_RE.match(source):
                 raise StateDefinitionError(f"{where}: state {source!r} must match {_NAME_RE.pattern}")
             if isinstance(targets, str) or not isinstance(targets, Iterable):
-                raise StateDefinitionError(f"{where}: transitions[{source!r}] must be a list of states, got {targets!r}")
+                raise StateDefinitionError(
+                    f"{where}: transitions[{source!r}] must be a list of states, got {targets!r}"
+                )
             graph[source] = frozenset(targets)
         for source, targets in graph.items():
             unknown = sorted(t for t in targets if t not in graph)
@@ -227,14 +266,10 @@ class StateManager(Manager):
 
     def list(
         self, kind: str, state: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Records of ``kind`` (optionally in ``state``), oldest first, from the database."""
         self.machine(kind)
-        t = self.records
-        query = sa.select(t).where(t.c.kind == kind)
-        if state is not None:
-            query = query.where(t.c.state == state)
-        query = query.order_by(t.c.created_at, t.c.record_key).limit(max(0, limit)).offset(max(0, offset))
+        query = list_records(self.records, kind, state, limit, offset)
         rows = self._db.read(lambda conn: conn.execute(query).mappings().all())
         return [self._record(r) for r in rows]
 
@@ -246,18 +281,12 @@ class StateManager(Manager):
             query = query.where(t.c.state == state)
         return int(self._db.read(lambda conn: conn.execute(query).scalar_one()))
 
-    def history(self, kind: str, key: str | int, limit: int = 100) -> list[dict[str, Any]]:
+    def history(self, kind: str, key: str | int, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The last ``limit`` transitions (creation first), oldest first:
         ``{"from", "to", "actor", "at", "version"}``. NotFound for an unknown record."""
         self.machine(kind)
         key = self._key(key)
-        h = self.history_table
-        query = (
-            sa.select(h)
-            .where(h.c.kind == kind, h.c.record_key == key)
-            .order_by(h.c.id.desc())
-            .limit(max(0, limit))
-        )
+        query = history_query(self.history_table, kind, key, limit)
 
         def fetch(conn: sa.Connection) -> tuple[list[Any], bool]:
             rows = conn.execute(query).mappings().all()
@@ -375,7 +404,6 @@ class StateManager(Manager):
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"state data must be a mapping, got {type(data).__name__}")
         self._flush_pending()
-        t = self.records
         for _attempt in range(CAS_RETRIES):
             generation = self._generation()
             current = self._db.read(lambda conn: self._select(conn, kind, key))
@@ -397,16 +425,24 @@ class StateManager(Manager):
             new_state = to if to is not None else current["state"]
             with self._db.transaction() as conn:
                 result = conn.execute(
-                    sa.update(t)
-                    .where(t.c.kind == kind, t.c.record_key == key, t.c.version == current["version"])
-                    .values(state=new_state, data=self._dump(merged), version=version, updated_at=now)
+                    cas_update(
+                        self.records,
+                        kind,
+                        key,
+                        current["version"],
+                        state=new_state,
+                        data=self._dump(merged),
+                        version=version,
+                        updated_at=now,
+                    )
                 )
                 won = result.rowcount == 1
                 if won and to is not None:
                     self._insert_history(conn, kind, key, version, current["state"], to, actor, now)
             if won:
-                record = self._record({**current, "state": new_state, "data": merged, "version": version,
-                                       "updated_at": now})
+                record = self._record(
+                    {**current, "state": new_state, "data": merged, "version": version, "updated_at": now}
+                )
                 self._after_change("transition" if to is not None else "updated", record, current["state"], actor)
                 return record
             self._local_drop(kind, key)
@@ -501,7 +537,7 @@ class StateManager(Manager):
         expires, gen, _version, raw = entry
         if raw is None or gen != generation or expires <= time.monotonic():
             return None
-        return json.loads(raw)  # type: ignore[no-any-return]
+        return json.loads(raw)
 
     def _local_put(self, kind: str, key: str, record: dict[str, Any], generation: int) -> None:
         if generation < 0 or self.local_ttl <= 0:
@@ -547,8 +583,7 @@ class StateManager(Manager):
         return f"state:{kind}:{key}"
 
     def _select(self, conn: sa.Connection, kind: str, key: str) -> Any:
-        t = self.records
-        return conn.execute(sa.select(t).where(t.c.kind == kind, t.c.record_key == key)).mappings().first()
+        return conn.execute(select_record(self.records, kind, key)).mappings().first()
 
     @staticmethod
     def _dump(data: Mapping[str, Any] | None) -> str:
@@ -559,7 +594,7 @@ class StateManager(Manager):
         return json.dumps(dict(data), separators=(",", ":"), sort_keys=True)
 
     @staticmethod
-    def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+    def _record(row: Any) -> dict[str, Any]:
         data = row["data"]
         return {
             "kind": row["kind"],

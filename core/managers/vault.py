@@ -27,6 +27,7 @@ import hvac.exceptions
 import requests
 from flask import Flask
 
+from core.breaker import CircuitBreaker, CircuitOpen
 from core.errors import ConfigError
 from core.managers.base import Manager
 
@@ -113,6 +114,20 @@ class VaultSource:
         self._logged_in = False
         self.warnings = WarnLimiter()
         self.lock = threading.Lock()
+        # Vault being down (network, timeout, sealed, 5xx) opens the circuit: no call is made
+        # until the next probe, a second later. A 403 or 404 is an answer, not an outage.
+        self.breaker = CircuitBreaker(
+            "vault",
+            failures=(
+                requests.exceptions.RequestException,
+                hvac.exceptions.VaultDown,
+                hvac.exceptions.VaultNotInitialized,
+                hvac.exceptions.InternalServerError,
+                hvac.exceptions.BadGateway,
+            ),
+            threshold=1,
+            probe_interval=RETRY_EVERY,
+        )
 
     # -- the SecretSource protocol --------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -155,12 +170,15 @@ class VaultSource:
         with self.lock:
             self.attempt_at = time.monotonic()
             try:
-                if not self._logged_in:
-                    self._login()
-                response = self.client.secrets.kv.v2.read_secret_version(
-                    path=self.path, mount_point=self.mount, raise_on_deleted_version=True
-                )
+                with self.breaker:
+                    if not self._logged_in:
+                        self._login()
+                    response = self.client.secrets.kv.v2.read_secret_version(
+                        path=self.path, mount_point=self.mount, raise_on_deleted_version=True
+                    )
                 raw = (response.get("data") or {}).get("data") or {}
+            except CircuitOpen:
+                return None  # known down: the last failure class stands, no new call
             except hvac.exceptions.InvalidPath:
                 # Vault answers but has no secret at this path: nothing to serve, nothing broken.
                 if self.warnings.allow("not_found"):
@@ -185,6 +203,8 @@ class VaultSource:
             if self.renew_failed_at is not None and time.monotonic() - self.renew_failed_at < RETRY_EVERY:
                 return False
             self.renew_failed_at = None
+            if self.breaker.is_open:
+                return False  # read() probes; renewal waits until Vault answers again
             try:
                 if self.token_ttl is None:
                     if not self._logged_in:
@@ -196,10 +216,14 @@ class VaultSource:
                 if remaining > (self.token_ttl or 0) / 3:
                     return True
                 if self.token_renewable:
+                    previous_ttl = self.token_ttl or 0
                     try:
                         self._note_token(self.client.auth.token.renew_self()["auth"])
-                        logger.info("vault token renewed (ttl %ss)", int(self.token_ttl or 0))
-                        return True
+                        renewed = (self.token_ttl or 0) >= previous_ttl / 2
+                        if renewed or self.auth_method != "approle":
+                            logger.info("vault token renewed (ttl %ss)", int(self.token_ttl or 0))
+                            return True
+                        # Capped by the token's max TTL: AppRole gets a fresh token below.
                     except hvac.exceptions.VaultError:
                         if self.auth_method != "approle":
                             raise
@@ -210,6 +234,8 @@ class VaultSource:
                     self.token_expires_at = None  # not renewable: nothing more we can do; reads will tell
                 return True
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+                if isinstance(exc, self.breaker.failures):
+                    self.breaker.failure(exc)
                 self.renew_failed_at = time.monotonic()
                 if isinstance(exc, hvac.exceptions.Forbidden) and self.auth_method == "approle":
                     self._logged_in = False
@@ -221,7 +247,7 @@ class VaultSource:
         self.client.adapter.close()
 
     def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"auth": self.auth_method}
+        report: dict[str, Any] = {"auth": self.auth_method, "circuit": self.breaker.state}
         if self.read_at is not None:
             report["cache_age_s"] = round(time.monotonic() - self.read_at, 1)
         if self.failure is None and self.data is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core import ActionContext, BaseModule, NotFound, ValidationError, action
+from core.managers.state import utc_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +65,30 @@ class Tasks(BaseModule):
         self.db = am.db
         self.machine = am.state.define(KIND, TRANSITIONS, initial="todo")
         md = am.db.metadata
-        self.tasks = md.tables["tasks"] if "tasks" in md.tables else sa.Table(
-            "tasks",
-            md,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("created_by", sa.String(191), nullable=True),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        self.tasks = (
+            md.tables["tasks"]
+            if "tasks" in md.tables
+            else sa.Table(
+                "tasks",
+                md,
+                sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+                sa.Column("created_by", sa.String(191), nullable=True),
+                sa.Column("created_at", utc_timestamp(), nullable=False),
+            )
         )
-        self.comments = md.tables["task_comments"] if "task_comments" in md.tables else sa.Table(
-            "task_comments",
-            md,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-            sa.Column("author", sa.String(191), nullable=True),
-            sa.Column("text", sa.Text, nullable=False),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Index("ix_task_comments_task", "task_id", "id"),
+        self.comments = (
+            md.tables["task_comments"]
+            if "task_comments" in md.tables
+            else sa.Table(
+                "task_comments",
+                md,
+                sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+                sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+                sa.Column("author", sa.String(191), nullable=True),
+                sa.Column("text", sa.Text, nullable=False),
+                sa.Column("created_at", utc_timestamp(), nullable=False),
+                sa.Index("ix_task_comments_task", "task_id", "id"),
+            )
         )
         # MongoDB when configured; the collection is created on first insert.
         self.mongo_comments = am.db.mongo["task_comments"] if am.db.mongo is not None else None
@@ -193,7 +202,11 @@ class Tasks(BaseModule):
             query = sa.select(c).where(c.c.task_id == task_id).order_by(c.c.id).limit(limit)
             rows = self.db.read(lambda conn: conn.execute(query).mappings().all())
             comments = [{**dict(r), "created_at": _iso(r["created_at"])} for r in rows]
-        return {"task_id": task_id, "comments": comments, "storage": "mongodb" if self.mongo_comments is not None else "sql"}
+        return {
+            "task_id": task_id,
+            "comments": comments,
+            "storage": "mongodb" if self.mongo_comments is not None else "sql",
+        }
 
     # -- helpers -----------------------------------------------------------------------------
     def _get(self, task_id: Any) -> dict[str, Any]:

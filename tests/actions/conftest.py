@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-DEMO_MODULE = '''
+DEMO_MODULE = """
 from core import BaseModule, NotFound, action
 
 
@@ -43,9 +43,9 @@ class Demo(BaseModule):
 
     def not_marked(self, params, ctx):
         return "never callable from YAML"
-'''
+"""
 
-BROKEN_MODULE = '''
+BROKEN_MODULE = """
 from core import BaseModule, action
 
 
@@ -58,7 +58,7 @@ class Broken(BaseModule):
     @action
     def ping(self, params, ctx):
         return "pong"
-'''
+"""
 
 BROKEN_ACTIONS = """\
 version: 1
@@ -155,4 +155,4 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         if value:
             return value
         time.sleep(0.01)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+    raise AssertionError(f"condition not met within {timeout:.1f} s")

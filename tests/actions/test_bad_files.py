@@ -20,58 +20,200 @@ H = "version: 1\nmodule: demo\nactions:\n"
 CASES: list[tuple[str, str, str, str]] = [
     ("syntax-unclosed-flow", H + "  echo: {handler: echo, methods: [GET]\n§", "yaml", "syntax error"),
     ("syntax-bad-indent", H + "  echo:\n    handler: echo\n   §auth: public\n", "yaml", "syntax error"),
-    ("duplicate-key", H + "  echo:\n    handler: echo\n    §handler: echo\n", "yaml", "duplicate key 'handler' (first defined at line 5)"),
-    ("duplicate-action-in-file", H + "  echo:\n    handler: echo\n  §echo:\n    handler: echo\n", "yaml", "duplicate key 'echo'"),
+    (
+        "duplicate-key",
+        H + "  echo:\n    handler: echo\n    §handler: echo\n",
+        "yaml",
+        "duplicate key 'handler' (first defined at line 5)",
+    ),
+    (
+        "duplicate-action-in-file",
+        H + "  echo:\n    handler: echo\n  §echo:\n    handler: echo\n",
+        "yaml",
+        "duplicate key 'echo'",
+    ),
     ("unknown-top-key", "version: 1\nmodule: demo\n§actoins: {}\nactions: {}\n", "actoins", "did you mean 'actions'?"),
-    ("unknown-action-key", H + "  echo:\n    handler: echo\n    §handlr: echo\n", "actions.echo.handlr", "did you mean 'handler'?"),
-    ("unknown-param-keyword", H + "  echo:\n    handler: echo\n    params:\n      t: {type: string, §maxLenght: 3}\n",
-     "actions.echo.params.t.maxLenght", "did you mean 'maxLength'?"),
-    ("wrong-type-methods", H + "  echo:\n    handler: echo\n    methods: §GET\n", "actions.echo.methods", "must be a list of strings, got string 'GET'"),
-    ("wrong-param-type", H + "  echo:\n    handler: echo\n    params:\n      priority: {type: §int}\n",
-     "actions.echo.params.priority.type", "'int' is not one of string, integer, number, boolean, array, object (did you mean 'integer'?)"),
-    ("wrong-type-flag", H + "  echo:\n    handler: echo\n    deprecated: §\"maybe\"\n", "actions.echo.deprecated", "must be true or false"),
-    ("wrong-type-required", H + "  echo:\n    handler: echo\n    params:\n      t: {type: string, required: §3}\n",
-     "actions.echo.params.t.required", "must be true or false, got integer 3"),
+    (
+        "unknown-action-key",
+        H + "  echo:\n    handler: echo\n    §handlr: echo\n",
+        "actions.echo.handlr",
+        "did you mean 'handler'?",
+    ),
+    (
+        "unknown-param-keyword",
+        H + "  echo:\n    handler: echo\n    params:\n      t: {type: string, §maxLenght: 3}\n",
+        "actions.echo.params.t.maxLenght",
+        "did you mean 'maxLength'?",
+    ),
+    (
+        "wrong-type-methods",
+        H + "  echo:\n    handler: echo\n    methods: §GET\n",
+        "actions.echo.methods",
+        "must be a list of strings, got string 'GET'",
+    ),
+    (
+        "wrong-param-type",
+        H + "  echo:\n    handler: echo\n    params:\n      priority: {type: §int}\n",
+        "actions.echo.params.priority.type",
+        "'int' is not one of string, integer, number, boolean, array, object (did you mean 'integer'?)",
+    ),
+    (
+        "wrong-type-flag",
+        H + '  echo:\n    handler: echo\n    deprecated: §"maybe"\n',
+        "actions.echo.deprecated",
+        "must be true or false",
+    ),
+    (
+        "wrong-type-required",
+        H + "  echo:\n    handler: echo\n    params:\n      t: {type: string, required: §3}\n",
+        "actions.echo.params.t.required",
+        "must be true or false, got integer 3",
+    ),
     ("missing-handler", H + "  echo:\n    §auth: public\n", "actions.echo.handler", "required key missing"),
-    ("handler-does-not-exist", H + "  echo:\n    handler: §ecoh\n", "actions.echo.handler", "module 'demo' has no @action method 'ecoh' (did you mean 'echo'?)"),
-    ("handler-not-marked", H + "  echo:\n    handler: §not_marked\n", "actions.echo.handler", "demo.not_marked is not marked @action"),
-    ("handler-unknown-module", H + "  echo:\n    handler: §nope.echo\n", "actions.echo.handler", "no module named 'nope'"),
-    ("handler-without-module", "version: 1\nactions:\n  echo:\n    handler: §echo\n", "actions.echo.handler", "no module: add 'module: <name>'"),
-    ("path-collision", H + "  echo:\n    handler: echo\n    path: §\"<int:id>/<id>\"\n", "actions.echo.path", "collides"),
-    ("path-bad-converter", H + "  echo:\n    handler: echo\n    path: §\"<path:rest>\"\n", "actions.echo.path", "converter 'path'"),
-    ("path-type-mismatch", H + "  echo:\n    handler: echo\n    path: \"<int:id>\"\n    params:\n      id: §{type: string}\n",
-     "actions.echo.params.id.type", "path parameter <int:id> is of type integer"),
-    ("invalid-method", H + "  echo:\n    handler: echo\n    methods: [GET, §FETCH]\n", "actions.echo.methods[1]", "'FETCH' is not one of GET, POST, PUT, PATCH, DELETE"),
-    ("lowercase-method", H + "  echo:\n    handler: echo\n    methods: [§get]\n", "actions.echo.methods[0]", "did you mean 'GET'?"),
-    ("default-violates-schema", H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, maximum: 5, default: §9}\n",
-     "actions.echo.params.p.default", "default violates the parameter's own schema: default must be <= 5"),
-    ("default-wrong-type", H + "  echo:\n    handler: echo\n    params:\n      p: {type: array, default: §oops}\n",
-     "actions.echo.params.p.default", "default must be an array"),
-    ("min-greater-than-max", H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, minimum: §10, maximum: 5}\n",
-     "actions.echo.params.p.minimum", "minimum 10 is greater than maximum 5"),
-    ("minlength-greater-than-maxlength", H + "  echo:\n    handler: echo\n    params:\n      p: {type: string, minLength: §8, maxLength: 2}\n",
-     "actions.echo.params.p.minLength", "minLength 8 is greater than maxLength 2"),
-    ("invalid-regex", H + "  echo:\n    handler: echo\n    params:\n      p: {type: string, pattern: §\"[a-\"}\n",
-     "actions.echo.params.p.pattern", "invalid regular expression"),
-    ("keyword-not-for-type", H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, §minLength: 1}\n",
-     "actions.echo.params.p.minLength", "'minLength' applies to strings, not to type integer"),
-    ("unknown-format", H + "  echo:\n    handler: echo\n    params:\n      p: {type: string, format: §emial}\n",
-     "actions.echo.params.p.format", "did you mean 'email'?"),
-    ("enum-value-wrong-type", H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, enum: [1, §two]}\n",
-     "actions.echo.params.p.enum[1]", "enum value must be an integer"),
-    ("tag-python-object", H + "  echo:\n    handler: echo\n    description: §!!python/object/apply:os.system [\"true\"]\n",
-     "yaml", "YAML tags are not allowed (tag:yaml.org,2002:python/object/apply:os.system)"),
-    ("tag-binary", H + "  echo:\n    handler: echo\n    description: §!!binary aGVsbG8=\n", "yaml", "YAML tags are not allowed"),
-    ("tag-custom", H + "  echo:\n    handler: echo\n    description: §!mytag hello\n", "yaml", "YAML tags are not allowed (!mytag)"),
+    (
+        "handler-does-not-exist",
+        H + "  echo:\n    handler: §ecoh\n",
+        "actions.echo.handler",
+        "module 'demo' has no @action method 'ecoh' (did you mean 'echo'?)",
+    ),
+    (
+        "handler-not-marked",
+        H + "  echo:\n    handler: §not_marked\n",
+        "actions.echo.handler",
+        "demo.not_marked is not marked @action",
+    ),
+    (
+        "handler-unknown-module",
+        H + "  echo:\n    handler: §nope.echo\n",
+        "actions.echo.handler",
+        "no module named 'nope'",
+    ),
+    (
+        "handler-without-module",
+        "version: 1\nactions:\n  echo:\n    handler: §echo\n",
+        "actions.echo.handler",
+        "no module: add 'module: <name>'",
+    ),
+    ("path-collision", H + '  echo:\n    handler: echo\n    path: §"<int:id>/<id>"\n', "actions.echo.path", "collides"),
+    (
+        "path-bad-converter",
+        H + '  echo:\n    handler: echo\n    path: §"<path:rest>"\n',
+        "actions.echo.path",
+        "converter 'path'",
+    ),
+    (
+        "path-type-mismatch",
+        H + '  echo:\n    handler: echo\n    path: "<int:id>"\n    params:\n      id: §{type: string}\n',
+        "actions.echo.params.id.type",
+        "path parameter <int:id> is of type integer",
+    ),
+    (
+        "invalid-method",
+        H + "  echo:\n    handler: echo\n    methods: [GET, §FETCH]\n",
+        "actions.echo.methods[1]",
+        "'FETCH' is not one of GET, POST, PUT, PATCH, DELETE",
+    ),
+    (
+        "lowercase-method",
+        H + "  echo:\n    handler: echo\n    methods: [§get]\n",
+        "actions.echo.methods[0]",
+        "did you mean 'GET'?",
+    ),
+    (
+        "default-violates-schema",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, maximum: 5, default: §9}\n",
+        "actions.echo.params.p.default",
+        "default violates the parameter's own schema: default must be <= 5",
+    ),
+    (
+        "default-wrong-type",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: array, default: §oops}\n",
+        "actions.echo.params.p.default",
+        "default must be an array",
+    ),
+    (
+        "min-greater-than-max",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, minimum: §10, maximum: 5}\n",
+        "actions.echo.params.p.minimum",
+        "minimum 10 is greater than maximum 5",
+    ),
+    (
+        "minlength-greater-than-maxlength",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: string, minLength: §8, maxLength: 2}\n",
+        "actions.echo.params.p.minLength",
+        "minLength 8 is greater than maxLength 2",
+    ),
+    (
+        "invalid-regex",
+        H + '  echo:\n    handler: echo\n    params:\n      p: {type: string, pattern: §"[a-"}\n',
+        "actions.echo.params.p.pattern",
+        "invalid regular expression",
+    ),
+    (
+        "keyword-not-for-type",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, §minLength: 1}\n",
+        "actions.echo.params.p.minLength",
+        "'minLength' applies to strings, not to type integer",
+    ),
+    (
+        "unknown-format",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: string, format: §emial}\n",
+        "actions.echo.params.p.format",
+        "did you mean 'email'?",
+    ),
+    (
+        "enum-value-wrong-type",
+        H + "  echo:\n    handler: echo\n    params:\n      p: {type: integer, enum: [1, §two]}\n",
+        "actions.echo.params.p.enum[1]",
+        "enum value must be an integer",
+    ),
+    (
+        "tag-python-object",
+        H + '  echo:\n    handler: echo\n    description: §!!python/object/apply:os.system ["true"]\n',
+        "yaml",
+        "YAML tags are not allowed (tag:yaml.org,2002:python/object/apply:os.system)",
+    ),
+    (
+        "tag-binary",
+        H + "  echo:\n    handler: echo\n    description: §!!binary aGVsbG8=\n",
+        "yaml",
+        "YAML tags are not allowed",
+    ),
+    (
+        "tag-custom",
+        H + "  echo:\n    handler: echo\n    description: §!mytag hello\n",
+        "yaml",
+        "YAML tags are not allowed (!mytag)",
+    ),
     ("tag-str", H + "  echo:\n    handler: echo\n    description: §!!str 12\n", "yaml", "YAML tags are not allowed"),
     ("version-missing", "§module: demo\nactions: {}\n", "version", "required key missing: add 'version: 1'"),
     ("version-unsupported", "version: §2\nmodule: demo\nactions: {}\n", "version", "unsupported version integer 2"),
-    ("actions-not-a-mapping", "version: 1\nmodule: demo\nactions: §[echo]\n", "actions", "must be a mapping, got a list"),
+    (
+        "actions-not-a-mapping",
+        "version: 1\nmodule: demo\nactions: §[echo]\n",
+        "actions",
+        "must be a mapping, got a list",
+    ),
     ("top-level-list", "§- version: 1\n", "(top level)", "must be a mapping, got a list"),
     ("invalid-action-name", H + "  §Create-Task:\n    handler: echo\n", "actions.Create-Task", "is not valid"),
-    ("bad-auth", H + "  echo:\n    handler: echo\n    auth: §pubic\n", "actions.echo.auth", "'pubic' is not one of public, user, api_key, any (did you mean 'public'?)"),
-    ("bad-rate-limit", H + "  echo:\n    handler: echo\n    rate_limit: §\"ten per minute\"\n", "actions.echo.rate_limit", "is not a rate limit"),
-    ("non-string-key", H + "  echo:\n    handler: echo\n    params:\n      §on: {type: boolean}\n", "yaml", "key true is not a string"),
+    (
+        "bad-auth",
+        H + "  echo:\n    handler: echo\n    auth: §pubic\n",
+        "actions.echo.auth",
+        "'pubic' is not one of public, user, api_key, any (did you mean 'public'?)",
+    ),
+    (
+        "bad-rate-limit",
+        H + '  echo:\n    handler: echo\n    rate_limit: §"ten per minute"\n',
+        "actions.echo.rate_limit",
+        "is not a rate limit",
+    ),
+    (
+        "non-string-key",
+        H + "  echo:\n    handler: echo\n    params:\n      §on: {type: boolean}\n",
+        "yaml",
+        "key true is not a string",
+    ),
     ("two-documents", "version: 1\nactions: {}\n§---\nversion: 1\n", "yaml", "only one YAML document per file"),
     ("empty-file", "§", "file", "is empty"),
     ("undefined-alias", H + "  echo:\n    handler: §*nothing\n", "yaml", "alias *nothing has no anchor before it"),
@@ -103,7 +245,9 @@ def assert_rejected_and_serving(app: Any, path: Path, line: int, col: int, key: 
 
 
 @pytest.mark.parametrize(("text", "key", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_file_rejected_at_exact_position(actions_app: Any, actions_dir: Path, text: str, key: str, message: str) -> None:
+def test_malformed_file_rejected_at_exact_position(
+    actions_app: Any, actions_dir: Path, text: str, key: str, message: str
+) -> None:
     app = actions_app()
     path = actions_dir / "demo.yaml"
     clean, line, col = locate(text)
@@ -175,7 +319,7 @@ def test_symlink_inside_the_directory_is_fine(actions_app: Any, actions_dir: Pat
     app = actions_app(files={})
     am = app.extensions["keel"]
     assert am.actions.status()["errors"] == []
-    assert [f["path"] for f in am.actions.status()["files"]][0] == f"{actions_dir}/demo.yaml"
+    assert next(f["path"] for f in am.actions.status()["files"]) == f"{actions_dir}/demo.yaml"
     assert app.test_client().get("/actions/echo?title=x").status_code == 200
 
 
@@ -239,7 +383,7 @@ def test_error_paths_are_project_relative_inside_the_project() -> None:
 def test_nothing_in_a_file_is_executed(actions_app: Any, actions_dir: Path, tmp_path: Path) -> None:
     app = actions_app()
     marker = tmp_path / "pwned"
-    text = H + f"  echo:\n    handler: echo\n    description: !!python/object/apply:os.system [\"touch {marker}\"]\n"
+    text = H + f'  echo:\n    handler: echo\n    description: !!python/object/apply:os.system ["touch {marker}"]\n'
     write(actions_dir / "demo.yaml", text)
     app.extensions["keel"].actions.reload()
     assert not marker.exists()

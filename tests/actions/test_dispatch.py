@@ -45,7 +45,11 @@ def test_success_envelope_defaults_and_context(client: Any) -> None:
     assert response.get_json() == {
         "success": True,
         "action": "echo",
-        "result": {"params": {"title": "hello", "priority": 3, "tags": []}, "identity": "ip:127.0.0.1", "action": "echo"},
+        "result": {
+            "params": {"title": "hello", "priority": 3, "tags": []},
+            "identity": "ip:127.0.0.1",
+            "action": "echo",
+        },
         "request_id": "req-1",
     }
 
@@ -149,25 +153,39 @@ def test_action_executed_hook(app: Any, client: Any) -> None:
         ("/actions/echo", {"title": "x" * 21}, [{"param": "title", "message": "must be at most 20 characters long"}]),
         ("/actions/echo", {"title": ""}, [{"param": "title", "message": "must be at least 1 characters long"}]),
         ("/actions/echo", {"title": "t", "extra": 1}, [{"param": "extra", "message": "unknown parameter"}]),
-        ("/actions/echo", {"title": "t", "tags": ["a", 1, "x" * 9]}, [
-            {"param": "tags[1]", "message": "must be a string"},
-            {"param": "tags[2]", "message": "must be at most 8 characters long"},
-        ]),
-        ("/actions/echo", {"title": "t", "tags": ["a", "b", "c", "d"]}, [{"param": "tags", "message": "must have at most 3 items"}]),
+        (
+            "/actions/echo",
+            {"title": "t", "tags": ["a", 1, "x" * 9]},
+            [
+                {"param": "tags[1]", "message": "must be a string"},
+                {"param": "tags[2]", "message": "must be at most 8 characters long"},
+            ],
+        ),
+        (
+            "/actions/echo",
+            {"title": "t", "tags": ["a", "b", "c", "d"]},
+            [{"param": "tags", "message": "must have at most 3 items"}],
+        ),
         ("/actions/echo", {"title": "t", "meta": {}}, [{"param": "meta.a", "message": "is required"}]),
         ("/actions/echo", {"title": "t", "meta": {"a": "1"}}, [{"param": "meta.a", "message": "must be an integer"}]),
-        ("/actions/echo", {"title": "t", "due": "tomorrow"}, [
-            {"param": "due", "message": "must be a date-time (RFC 3339, e.g. 2025-01-31T12:00:00Z)"}
-        ]),
+        (
+            "/actions/echo",
+            {"title": "t", "due": "tomorrow"},
+            [{"param": "due", "message": "must be a date-time (RFC 3339, e.g. 2025-01-31T12:00:00Z)"}],
+        ),
         ("/actions/echo", {"title": "t", "done": "yes"}, [{"param": "done", "message": "must be a boolean"}]),
         ("/actions/echo", {"title": "t", "priority": 2.5}, [{"param": "priority", "message": "must be an integer"}]),
         ("/actions/echo", {"title": "t", "priority": True}, [{"param": "priority", "message": "must be an integer"}]),
-        ("/actions/echo?title=a", {"title": "b"}, [
-            {"param": "title", "message": "given in two places (path, query, body); give it once"}
-        ]),
+        (
+            "/actions/echo?title=a",
+            {"title": "b"},
+            [{"param": "title", "message": "given in two places (path, query, body); give it once"}],
+        ),
     ],
 )
-def test_invalid_parameters_are_400_with_details(client: Any, url: str, body: Any, details: list[dict[str, str]]) -> None:
+def test_invalid_parameters_are_400_with_details(
+    client: Any, url: str, body: Any, details: list[dict[str, str]]
+) -> None:
     error = error_of(client.post(url, json=body), 400, "validation_error")
     assert error["details"] == details
 
@@ -211,14 +229,20 @@ def test_malformed_json_is_400(client: Any, body: str) -> None:
 
 
 def test_non_finite_numbers_rejected(client: Any) -> None:
-    error = error_of(client.post("/actions/echo", data='{"title": "t", "ratio": NaN}', content_type="application/json"),
-                     400, "validation_error")
+    error = error_of(
+        client.post("/actions/echo", data='{"title": "t", "ratio": NaN}', content_type="application/json"),
+        400,
+        "validation_error",
+    )
     assert error["details"] == [{"param": "ratio", "message": "must be a number or null"}]
 
 
 def test_non_json_content_type_is_415(client: Any) -> None:
-    error_of(client.post("/actions/echo", data="title=x", content_type="application/x-www-form-urlencoded"), 415,
-             "unsupported_media_type")
+    error_of(
+        client.post("/actions/echo", data="title=x", content_type="application/x-www-form-urlencoded"),
+        415,
+        "unsupported_media_type",
+    )
     error_of(client.post("/actions/echo", data="title", content_type="text/plain"), 415, "unsupported_media_type")
 
 

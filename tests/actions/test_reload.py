@@ -57,6 +57,17 @@ def test_write_in_place_is_one_reload(live: tuple[Any, Recorder], actions_dir: P
     assert app.test_client().get("/actions/added").status_code == 200
 
 
+def test_truncated_file_is_not_read_before_it_is_written(live: tuple[Any, Recorder], actions_dir: Path) -> None:
+    app, rec = live
+    with open(actions_dir / "demo.yaml", "w") as fh:  # truncated now...
+        fh.flush()
+        time.sleep(INTERVAL * 6)  # ...while the watcher polls several times...
+        fh.write(V2)  # ...and written only then
+    wait_for(lambda: served(app, "added"))
+    settle_polls()
+    assert len(rec.reloaded) == 1 and rec.failed == []
+
+
 def test_write_temp_then_rename_is_one_reload(live: tuple[Any, Recorder], actions_dir: Path) -> None:
     app, rec = live
     tmp = actions_dir / ".demo.yaml.swp"
@@ -129,7 +140,9 @@ def test_bad_save_keeps_last_good_then_fix_recovers(live: tuple[Any, Recorder], 
 
 def test_added_and_removed_files(live: tuple[Any, Recorder], actions_dir: Path) -> None:
     app, rec = live
-    write(actions_dir / "extra.yml", "version: 1\nmodule: demo\nactions:\n  extra:\n    handler: echo\n    auth: public\n")
+    write(
+        actions_dir / "extra.yml", "version: 1\nmodule: demo\nactions:\n  extra:\n    handler: echo\n    auth: public\n"
+    )
     wait_for(lambda: served(app, "extra"))
     (actions_dir / "extra.yml").unlink()
     wait_for(lambda: not served(app, "extra"))
@@ -141,7 +154,9 @@ def test_one_level_of_subfolders(live: tuple[Any, Recorder], actions_dir: Path) 
     app, _ = live
     (actions_dir / "team" / "deeper").mkdir(parents=True)
     write(actions_dir / "team" / "t.yaml", "version: 1\nmodule: demo\nactions:\n  team_a:\n    handler: echo\n")
-    write(actions_dir / "team" / "deeper" / "d.yaml", "version: 1\nmodule: demo\nactions:\n  deep_a:\n    handler: echo\n")
+    write(
+        actions_dir / "team" / "deeper" / "d.yaml", "version: 1\nmodule: demo\nactions:\n  deep_a:\n    handler: echo\n"
+    )
     wait_for(lambda: served(app, "team_a"))
     settle_polls()
     assert not served(app, "deep_a")
@@ -151,8 +166,12 @@ def test_requests_during_reloads_never_fail_nor_mix_versions(actions_app: Any, a
     """Two versions differ in two defaults; a response always has both from the same one."""
     app = actions_app(RATE_LIMIT_IP="1000000/minute")
     am = app.extensions["keel"]
-    version_a = GOOD_DEMO.replace("default: 3}", "default: 1}").replace("maxItems: 3, default: []", "maxItems: 3, default: [a]")
-    version_b = GOOD_DEMO.replace("default: 3}", "default: 2}").replace("maxItems: 3, default: []", "maxItems: 3, default: [b]")
+    version_a = GOOD_DEMO.replace("default: 3}", "default: 1}").replace(
+        "maxItems: 3, default: []", "maxItems: 3, default: [a]"
+    )
+    version_b = GOOD_DEMO.replace("default: 3}", "default: 2}").replace(
+        "maxItems: 3, default: []", "maxItems: 3, default: [b]"
+    )
     stop = threading.Event()
     seen: list[tuple[int, Any]] = []
 

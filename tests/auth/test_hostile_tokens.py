@@ -139,7 +139,7 @@ def build_corpus(app: Any, client: Any) -> tuple[str, dict[str, dict[str, str]]]
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_hostile_token_corpus(backend: str, auth_app: Any, request: pytest.FixtureRequest, caplog: Any) -> None:
     overrides = request.getfixturevalue("redis_config") if backend == "redis" else {}
-    app = auth_app(**overrides)
+    app = auth_app(RATE_LIMIT_IP="100000/minute", **overrides)  # ~300 requests from one IP
     client = app.test_client()
     good, corpus = build_corpus(app, client)
     assert len(corpus) >= 50
@@ -149,10 +149,15 @@ def test_hostile_token_corpus(backend: str, auth_app: Any, request: pytest.Fixtu
     assert ok.status_code == 200, ok.get_json()
     assert ok.get_json()["user"]["username"] == "root"
 
+    paths = ["/auth/me", "/probe/admin"]
+    if "actions" in app.extensions["keel"].managers:
+        assert client.get("/actions/actions_status", headers=bearer(good)).status_code == 200
+        paths.append("/actions/actions_status")  # a real admin action (auth: user, roles: [admin])
+
     caplog.set_level(logging.INFO)
     failures = {}
     for name, headers in corpus.items():
-        for path in ("/auth/me", "/probe/admin"):
+        for path in paths:
             resp = client.get(path, headers=headers)
             if resp.status_code != 401:
                 failures[f"{name} {path}"] = resp.status_code
@@ -229,3 +234,14 @@ def test_revoke_user_tokens_action(auth_app: Any) -> None:
     assert denied.status_code == 403
     missing = client.post("/actions/revoke_user_tokens", json={"user_id": 9999}, headers=bearer(admin_token))
     assert missing.status_code == 404
+
+
+def test_a_verified_token_still_expires(auth_app: Any) -> None:
+    """The verified-token cache never extends a token's life."""
+    app = auth_app(JWT_ACCESS_TTL=1, JWT_LEEWAY=0)
+    client = app.test_client()
+    create_user(app, "root")
+    token = login(client, "root")["access_token"]
+    assert client.get("/auth/me", headers=bearer(token)).status_code == 200  # verified and cached
+    time.sleep(2.05)
+    assert_unauthorized(client.get("/auth/me", headers=bearer(token)))

@@ -111,3 +111,12 @@ def test_hs256_jwks_rotation(auth_app: Any) -> None:
     assert jwt.get_unverified_header(login(client, "quinn")["access_token"])["kid"] == "k2"
     old_token = raw_token({"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims(user.id, "quinn"), b"1" * 32)
     assert client.get("/auth/me", headers=bearer(old_token)).status_code == 200
+
+
+def test_production_accepts_a_key_set_instead_of_a_secret(make_app: Any) -> None:
+    jwk, _ = private_jwk("EdDSA", "prod-1")
+    app = make_app(APP_ENV="production", JWT_ALGORITHM="EdDSA", JWT_KEYS=json.dumps({"keys": [jwk]}),
+                   API_KEY_PEPPER="p" * 40, ENCRYPTION_KEYS=None)
+    assert app.extensions["keel"].jwt.keys.signing_kid == "prod-1"
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY is not set"):
+        make_app(APP_ENV="production", JWT_ALGORITHM="EdDSA", API_KEY_PEPPER="p" * 40)

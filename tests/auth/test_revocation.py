@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def test_redis_and_database_down_is_503(auth_app: Any, redis_server_factory: Any
     db_file = Path(base_config["DATABASE_URL"].removeprefix("sqlite:///"))
     shutil.move(db_file, db_file.with_suffix(".gone"))
     app.extensions["keel"].db.sql.dispose()
+    time.sleep(0.6)  # past the 0.5 s reuse of the database's last "not revoked" answer
     resp = client.get("/probe/any", headers=bearer(pair["access_token"]))
     assert resp.status_code == 503, resp.get_json()
     assert resp.get_json()["error"]["code"] == "service_unavailable"
@@ -114,3 +116,18 @@ def test_concurrent_refreshes_exactly_one_wins(auth_app: Any, pg_config: Any, re
     client = app.test_client()
     assert_unauthorized(client.get("/auth/me", headers=bearer(winner["access_token"])))
     assert_unauthorized(client.post("/auth/refresh", json={"refresh_token": winner["refresh_token"]}))
+
+
+def test_without_redis_another_process_sees_a_revocation_within_a_second(auth_app: Any, base_config: Any) -> None:
+    shared = {"JWT_SECRET_KEY": "k" * 48, "API_KEY_PEPPER": "p" * 48}
+    one, two = auth_app(**shared), auth_app(**shared)  # same SQLite file, no Redis: two "workers"
+    create_user(one, "mona")
+    c1, c2 = one.test_client(), two.test_client()
+    pair = login(c1, "mona")
+    assert c2.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert c1.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 200
+    assert_unauthorized(c1.get("/auth/me", headers=bearer(pair["access_token"])))  # this process: at once
+    deadline = time.monotonic() + 1.0
+    while c2.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200:
+        assert time.monotonic() < deadline, "revocation not visible to the other process within 1 s"
+        time.sleep(0.05)

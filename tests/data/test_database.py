@@ -169,7 +169,11 @@ def test_psycogreen_is_installed_under_gevent() -> None:
         "print(install_psycogreen(), ext.get_wait_callback() is not None)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.stdout.split() == ["True", "True"], out.stderr

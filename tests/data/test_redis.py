@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-
 def _wait(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,7 +81,9 @@ def test_health_reports_backend_and_latency(redis_app: Any) -> None:
         assert report["backend"] == "in-process"
 
 
-def test_redis_outage_fails_fast_and_recovers(make_app: Callable[..., Any], redis_server_factory: Callable[[], Any]) -> None:
+def test_redis_outage_fails_fast_and_recovers(
+    make_app: Callable[..., Any], redis_server_factory: Callable[[], Any]
+) -> None:
     server = redis_server_factory()
     app = make_app(REDIS_URL=server.url, REDIS_KEY_PREFIX="keeltest:outage:")
     r = app.extensions["keel"].redis
@@ -127,4 +128,3 @@ def test_in_process_store_is_thread_safe(make_app: Callable[..., Any]) -> None:
     for t in threads:
         t.join()
     assert r.cache_get("x")["version"] == 199
-

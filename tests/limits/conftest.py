@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from flask import jsonify
 
-
 PASSWORD = "correct horse battery"
 
 

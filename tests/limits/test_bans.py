@@ -47,9 +47,7 @@ def test_ban_fires_the_hook_and_the_audit_log(limits_app: Any, redis_config: dic
     with caplog.at_level(logging.INFO, logger="keel.audit"):
         assert [code(client.get("/actions/t_public")) for _ in range(3)] == ["ok", "rate_limited", "banned"]
         app.extensions["keel"].limiter.lift_ban("ip", "127.0.0.1", actor="user:1")
-    assert events == [
-        {"kind": "ip", "identifier": "127.0.0.1", "seconds": 3600, "strikes": 1, "actor": "auto"}
-    ]
+    assert events == [{"kind": "ip", "identifier": "127.0.0.1", "seconds": 3600, "strikes": 1, "actor": "auto"}]
     audit = [r.getMessage() for r in caplog.records if r.name == "keel.audit"]
     assert any("ban: ip 127.0.0.1 for 3600s" in m for m in audit)
     assert any("ban lifted: ip 127.0.0.1 by user:1" in m for m in audit)
@@ -117,10 +115,11 @@ def test_admin_actions_ban_list_and_lift_take_effect_at_once_on_every_worker(
     assert resp.status_code == 200, resp.get_json()
     listed = resp.get_json()["result"]
     assert [(b["kind"], b["identifier"], b["actor"]) for b in listed] == [("ip", "198.51.100.7", "user:1")]
-    resp = client_a.post("/actions/lift_ban", json={"kind": "ip", "identifier": "198.51.100.7"}, headers=token, **ADMIN_IP)
+    lift = {"kind": "ip", "identifier": "198.51.100.7"}
+    resp = client_a.post("/actions/lift_ban", json=lift, headers=token, **ADMIN_IP)
     assert resp.get_json()["result"]["lifted"] is True
     assert code(client_b.get("/actions/t_public", **from_ip("198.51.100.7"))) == "ok"
-    resp = client_a.post("/actions/lift_ban", json={"kind": "ip", "identifier": "198.51.100.7"}, headers=token, **ADMIN_IP)
+    resp = client_a.post("/actions/lift_ban", json=lift, headers=token, **ADMIN_IP)
     assert resp.status_code == 404
     bad = client_a.post("/actions/ban", json={**target, "kind": "planet"}, headers=token, **ADMIN_IP)
     assert bad.status_code == 400
@@ -140,3 +139,20 @@ def test_cli_lists_and_lifts(limits_app: Any, redis_config: dict[str, Any]) -> N
     result = runner.invoke(args=["bans", "lift", "user", "42"])
     assert result.exit_code != 0 and "no active ban" in result.output
     assert runner.invoke(args=["bans", "lift", "planet", "x"]).exit_code != 0
+
+
+def test_without_redis_workers_share_bans_and_lifts_through_the_database(limits_app: Any) -> None:
+    worker_a, worker_b = limits_app(), limits_app()  # same database, no Redis
+    client_b = worker_b.test_client()
+    assert code(client_b.get("/actions/t_public", **from_ip("198.51.100.8"))) == "ok"
+    worker_a.extensions["keel"].limiter.ban("ip", "198.51.100.8", 60, actor="test")
+    wait = time.monotonic()
+    while code(client_b.get("/actions/t_public", **from_ip("198.51.100.8"))) != "banned":
+        assert time.monotonic() - wait < 3, "worker B never saw the ban"
+        time.sleep(0.1)
+    result = worker_a.test_cli_runner().invoke(args=["bans", "lift", "ip", "198.51.100.8"])
+    assert result.exit_code == 0
+    wait = time.monotonic()
+    while code(client_b.get("/actions/t_public", **from_ip("198.51.100.8"))) != "ok":
+        assert time.monotonic() - wait < 3, "worker B never saw the lift"
+        time.sleep(0.1)

@@ -59,7 +59,9 @@ def test_many_ips_each_get_exactly_their_limit(limits_app: Any, redis_config: di
         assert got.count(200) == 10 and got.count(429) == 5, (i, got)
 
 
-def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(limits_app: Any, redis_config: dict[str, Any]) -> None:
+def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
+    limits_app: Any, redis_config: dict[str, Any]
+) -> None:
     app = limits_app(RATE_LIMIT_IP="10/minute", **NO_BANS, **redis_config)
     client = app.test_client()
     got = [
@@ -84,7 +86,11 @@ def test_a_user_shares_one_bucket_across_ips(limits_app: Any, redis_config: dict
     app = limits_app(RATE_LIMIT_IP="100/minute", RATE_LIMIT_USER="6/minute", **NO_BANS, **redis_config)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {user_token(app, 'roamer')}"}
-    got = [client.get("/actions/t_any", headers=headers, **from_ip(f"192.0.2.{i}")).status_code for i in range(5) for _ in range(3)]
+    got = [
+        client.get("/actions/t_any", headers=headers, **from_ip(f"192.0.2.{i}")).status_code
+        for i in range(5)
+        for _ in range(3)
+    ]
     assert got.count(200) == 6 and got.count(429) == 9
     other = {"Authorization": f"Bearer {user_token(app, 'other')}"}
     assert client.get("/actions/t_any", headers=other, **from_ip("192.0.2.1")).status_code == 200
@@ -143,7 +149,9 @@ def test_revoked_token_is_refused_through_the_single_round_trip(limits_app: Any,
     assert client.get("/actions/t_any", headers=headers).status_code == 401
 
 
-def test_non_action_routes_get_the_ip_limit_and_probes_are_exempt(limits_app: Any, redis_config: dict[str, Any]) -> None:
+def test_non_action_routes_get_the_ip_limit_and_probes_are_exempt(
+    limits_app: Any, redis_config: dict[str, Any]
+) -> None:
     app = limits_app(RATE_LIMIT_IP="2/minute", **NO_BANS, **redis_config)
     client = app.test_client()
     assert statuses(client, "/t/plain", 3) == [200, 200, 429]

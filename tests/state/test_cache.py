@@ -39,7 +39,9 @@ def _wait_subscribed(app: Any) -> None:
 def _sneak_update(app: Any, key: str) -> None:
     """Change a row's data behind the StateManager's back (to see which layer answers)."""
     with app.extensions["keel"].db.sql.begin() as conn:
-        conn.execute(sa.text("UPDATE keel_state SET data = :d WHERE record_key = :k"), {"d": '{"sneaky":true}', "k": key})
+        conn.execute(
+            sa.text("UPDATE keel_state SET data = :d WHERE record_key = :k"), {"d": '{"sneaky":true}', "k": key}
+        )
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

@@ -133,7 +133,9 @@ def test_state_changed_hook_and_on_transition_listeners(state_app: Any, sm: Any)
     am = state_app.extensions["keel"]
     changes: list[tuple[str, str | None, str, int]] = []
     transitions: list[dict[str, Any]] = []
-    am.hooks.register("state_changed", lambda **e: changes.append((e["change"], e["from_state"], e["to_state"], e["version"])))
+    am.hooks.register(
+        "state_changed", lambda **e: changes.append((e["change"], e["from_state"], e["to_state"], e["version"]))
+    )
     sm.on_transition("job", lambda **e: transitions.append(e))
 
     def broken(**_: Any) -> None:

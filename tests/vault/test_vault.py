@@ -60,7 +60,7 @@ def test_vault_without_credentials_stops_the_start(build_app: Any, vault: dict[s
         build_app(VAULT_ADDR=vault["addr"])
 
 
-def _approle(vault: dict[str, Any], token_ttl: str) -> tuple[str, str]:
+def _approle(vault: dict[str, Any], token_ttl: str, max_ttl: str = "1h") -> tuple[str, str]:
     """Enable AppRole on the dev server (once) and create a role reading the test's path."""
     root = hvac.Client(url=vault["addr"], token=vault["token"])
     if "approle/" not in root.sys.list_auth_methods()["data"]:
@@ -70,7 +70,7 @@ def _approle(vault: dict[str, Any], token_ttl: str) -> tuple[str, str]:
             pass
     name = "keel-" + uuid.uuid4().hex[:8]
     root.sys.create_or_update_policy(name, f'path "secret/data/{vault["path"]}" {{ capabilities = ["read"] }}')
-    root.auth.approle.create_or_update_approle(name, token_policies=[name], token_ttl=token_ttl, token_max_ttl="1h")
+    root.auth.approle.create_or_update_approle(name, token_policies=[name], token_ttl=token_ttl, token_max_ttl=max_ttl)
     role_id = root.auth.approle.read_role_id(name)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id(name)["data"]["secret_id"]
     root.adapter.close()
@@ -95,6 +95,21 @@ def test_approle_login_and_background_token_renewal(build_app: Any, vault: dict[
     assert am.vault.health()["status"] == "healthy"
 
 
+def test_approle_logs_in_again_when_the_token_reaches_its_max_ttl(build_app: Any, vault: dict[str, Any]) -> None:
+    vault["write"](jwt_secret_key=KEY, marker="one")
+    role_id, secret_id = _approle(vault, token_ttl="2s", max_ttl="3s")
+    overrides = vault_overrides(vault, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                                VAULT_CACHE_TTL=1)
+    app = build_app(**overrides)
+    am = app.extensions["keel"]
+    first_token = am.vault.source.client.token
+    time.sleep(4.0)  # the first token is dead by now (max TTL 3 s)
+    vault["write"](jwt_secret_key=KEY, marker="two")
+    assert wait_until(lambda: am.vault.get("marker") == "two", timeout=3)
+    assert am.vault.source.client.token != first_token
+    assert am.vault.health()["status"] == "healthy"
+
+
 def test_vault_stopped_serves_cached_values_and_degrades(
     build_app: Any, private_vault: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -113,6 +128,7 @@ def test_vault_stopped_serves_cached_values_and_degrades(
     assert body["status"] == "degraded"
     assert body["managers"]["vault"]["fallback"] == "cache"
     assert body["managers"]["vault"]["error"] == "unreachable"
+    assert body["managers"]["vault"]["circuit"] in ("open", "half_open")
     warnings = [r for r in caplog.records if r.name == "core.managers.vault" and "unreachable" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]  # one per failure class per minute
     assert all("cached-value-xyz" not in r.getMessage() and KEY not in r.getMessage() for r in caplog.records)
