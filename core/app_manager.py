@@ -109,6 +109,8 @@ class AppManager:
             try:
                 report = dict(manager.health())
             except Exception as exc:
+                # A health check that raises is an unhealthy manager, not a broken /health:
+                # logged with its traceback, reported by exception class only (no secrets).
                 logger.exception("health check of manager %s raised", attr)
                 report = {"status": "unhealthy", "error": type(exc).__name__}
             report.setdefault("latency_ms", round((time.perf_counter() - started) * 1e3, 2))

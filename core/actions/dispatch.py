@@ -107,10 +107,30 @@ def _read_body() -> Any:
     if not request.is_json:
         raise UnsupportedMediaType()
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise BadRequest(f"The JSON body has the key {exc.key!r} more than once.") from None
     except (ValueError, RecursionError) as exc:
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else "it is not valid JSON"
         raise BadRequest(f"The request body could not be read: {reason}.") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a repeated key are refused (which one would win is a guess)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
 
 
 def _collect(action: CompiledAction, method: str, path_values: dict[str, Any]) -> dict[str, Any]:

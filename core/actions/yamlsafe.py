@@ -10,6 +10,7 @@ expansion bounded, and nesting depth is capped before anything recursive runs.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,17 @@ _SCALAR_TAGS = {
 def _scalar_value(event: ev.ScalarEvent) -> Any:
     if event.style is not None and event.style != "":
         return event.value  # quoted or block scalar: always a string
-    tag = _resolver.resolve(ScalarNode, event.value, (True, False))
+    return _plain_scalar(event.value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_scalar(value: str) -> Any:
+    """YAML 1.1 implicit typing of a plain scalar (cached: results are immutable)."""
+    tag = _resolver.resolve(ScalarNode, value, (True, False))
     if tag in _SCALAR_TAGS:
-        return _constructor.construct_object(ScalarNode(tag, event.value), deep=True)
-    return event.value  # str, and timestamps stay strings (JSON has no dates)
+        # The tag's own constructor, not construct_object(): that one memoizes every node.
+        return _constructor.yaml_constructors[tag](_constructor, ScalarNode(tag, value))
+    return value  # str, and timestamps stay strings (JSON has no dates)
 
 
 def _pos(event: Any) -> tuple[int, int]:
@@ -210,7 +218,17 @@ def _build(text: str, problems: list[Problem]) -> Node | None:
 
         while loader.check_event():
             event = loader.get_event()
-            if isinstance(event, ev.DocumentStartEvent):
+            etype = type(event)
+            if etype is ev.ScalarEvent and event.tag is None:  # the common case, first
+                node = Node("scalar", _scalar_value(event), event.start_mark.line + 1, event.start_mark.column + 1)
+                expanded += 1
+                if stack:
+                    stack[-1][0].size += 1
+                if event.anchor:
+                    anchors[event.anchor] = node
+                attach(node)
+                continue
+            if etype is ev.DocumentStartEvent:
                 documents += 1
                 if documents > 1:
                     line, col = _pos(event)
@@ -238,13 +256,15 @@ def _build(text: str, problems: list[Problem]) -> Node | None:
                     raise FileRejected(
                         Problem(line, col, "yaml", f"aliases expand to more than {MAX_EXPANDED_NODES} nodes")
                     )
-                _add_size(stack, target.size)
+                if stack:
+                    stack[-1][0].size += target.size
                 attach(target)
                 continue
             if isinstance(event, ev.ScalarEvent):
                 node = Node("scalar", _scalar_value(event), line, col)
                 expanded += 1
-                _add_size(stack, 1)
+                if stack:
+                    stack[-1][0].size += 1
                 if event.anchor:
                     anchors[event.anchor] = node
                 attach(node)
@@ -255,23 +275,19 @@ def _build(text: str, problems: list[Problem]) -> Node | None:
                 is_map = isinstance(event, ev.MappingStartEvent)
                 node = Node("map" if is_map else "seq", {} if is_map else [], line, col)
                 expanded += 1
-                _add_size(stack, 1)
                 if event.anchor:
                     anchors[event.anchor] = node
                 attach(node)
                 stack.append([node, None])
                 continue
             if isinstance(event, (ev.MappingEndEvent, ev.SequenceEndEvent)):
-                stack.pop()
+                done = stack.pop()[0]
+                if stack:
+                    stack[-1][0].size += done.size
                 continue
         return root
     finally:
         loader.dispose()
-
-
-def _add_size(stack: list[list[Any]], n: int) -> None:
-    for frame in stack:
-        frame[0].size += n
 
 
 def plain(node: Node) -> Any:

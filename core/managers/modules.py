@@ -253,6 +253,7 @@ class ModuleManager(Manager):
             try:
                 report = dict(record.instance.health_check())
             except Exception as exc:
+                # A module's broken health_check makes it unhealthy, not /health: logged, reported.
                 logger.exception("module %s health_check raised", name)
                 report = {"status": "unhealthy", "error": f"health_check raised {type(exc).__name__}"}
             report.setdefault("status", "healthy")

@@ -406,39 +406,43 @@ class StateManager(Manager):
         self._flush_pending()
         for _attempt in range(CAS_RETRIES):
             generation = self._generation()
-            current = self._db.read(lambda conn: self._select(conn, kind, key))
-            if current is None:
-                raise NotFound(f"{kind} {key!r} not found")
-            if expected_version is not None and current["version"] != expected_version:
+            # One connection: read the row, check it, compare-and-set. The read takes no lock;
+            # the UPDATE's version condition is what makes the write safe.
+            with self._db.transaction() as conn:
+                current = self._select(conn, kind, key)
+                if current is None:
+                    raise NotFound(f"{kind} {key!r} not found")
+                stale = expected_version is not None and current["version"] != expected_version
+                if not stale:
+                    if check is not None:
+                        check(current)
+                    merged = json.loads(current["data"])
+                    if data:
+                        merged.update(data)
+                    now = datetime.now(UTC)
+                    version = current["version"] + 1
+                    new_state = to if to is not None else current["state"]
+                    result = conn.execute(
+                        cas_update(
+                            self.records,
+                            kind,
+                            key,
+                            current["version"],
+                            state=new_state,
+                            data=self._dump(merged),
+                            version=version,
+                            updated_at=now,
+                        )
+                    )
+                    won = result.rowcount == 1
+                    if won and to is not None:
+                        self._insert_history(conn, kind, key, version, current["state"], to, actor, now)
+            if stale:
                 self._cache(self._record(current), generation)  # readers should see the newer one
                 raise VersionConflict(
                     f"{kind} {key!r} is at version {current['version']}, not {expected_version}",
                     details={"expected_version": expected_version, "current_version": current["version"]},
                 )
-            if check is not None:
-                check(current)
-            merged = json.loads(current["data"])
-            if data:
-                merged.update(data)
-            now = datetime.now(UTC)
-            version = current["version"] + 1
-            new_state = to if to is not None else current["state"]
-            with self._db.transaction() as conn:
-                result = conn.execute(
-                    cas_update(
-                        self.records,
-                        kind,
-                        key,
-                        current["version"],
-                        state=new_state,
-                        data=self._dump(merged),
-                        version=version,
-                        updated_at=now,
-                    )
-                )
-                won = result.rowcount == 1
-                if won and to is not None:
-                    self._insert_history(conn, kind, key, version, current["state"], to, actor, now)
             if won:
                 record = self._record(
                     {**current, "state": new_state, "data": merged, "version": version, "updated_at": now}

@@ -65,30 +65,22 @@ class Tasks(BaseModule):
         self.db = am.db
         self.machine = am.state.define(KIND, TRANSITIONS, initial="todo")
         md = am.db.metadata
-        self.tasks = (
-            md.tables["tasks"]
-            if "tasks" in md.tables
-            else sa.Table(
-                "tasks",
-                md,
-                sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-                sa.Column("created_by", sa.String(191), nullable=True),
-                sa.Column("created_at", utc_timestamp(), nullable=False),
-            )
+        self.tasks = sa.Table(
+            "tasks",
+            md,
+            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+            sa.Column("created_by", sa.String(191), nullable=True),
+            sa.Column("created_at", utc_timestamp(), nullable=False),
         )
-        self.comments = (
-            md.tables["task_comments"]
-            if "task_comments" in md.tables
-            else sa.Table(
-                "task_comments",
-                md,
-                sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-                sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-                sa.Column("author", sa.String(191), nullable=True),
-                sa.Column("text", sa.Text, nullable=False),
-                sa.Column("created_at", utc_timestamp(), nullable=False),
-                sa.Index("ix_task_comments_task", "task_id", "id"),
-            )
+        self.comments = sa.Table(
+            "task_comments",
+            md,
+            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+            sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+            sa.Column("author", sa.String(191), nullable=True),
+            sa.Column("text", sa.Text, nullable=False),
+            sa.Column("created_at", utc_timestamp(), nullable=False),
+            sa.Index("ix_task_comments_task", "task_id", "id"),
         )
         # MongoDB when configured; the collection is created on first insert.
         self.mongo_comments = am.db.mongo["task_comments"] if am.db.mongo is not None else None

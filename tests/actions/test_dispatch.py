@@ -228,6 +228,14 @@ def test_malformed_json_is_400(client: Any, body: str) -> None:
     error_of(client.post("/actions/echo", data=body, content_type="application/json"), 400, "bad_request")
 
 
+def test_repeated_key_in_json_body_is_400(client: Any) -> None:
+    body = '{"title": "a", "title": "b"}'
+    error = error_of(client.post("/actions/echo", data=body, content_type="application/json"), 400, "bad_request")
+    assert error["message"] == "The JSON body has the key 'title' more than once."
+    nested = '{"title": "a", "meta": {"a": 1, "a": 2}}'
+    error_of(client.post("/actions/echo", data=nested, content_type="application/json"), 400, "bad_request")
+
+
 def test_non_finite_numbers_rejected(client: Any) -> None:
     error = error_of(
         client.post("/actions/echo", data='{"title": "t", "ratio": NaN}', content_type="application/json"),

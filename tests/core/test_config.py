@@ -167,14 +167,18 @@ def test_production_refuses_a_missing_jwt_key_and_never_generates_one(secrets: P
     assert list(secrets.iterdir()) == []
 
 
-def test_production_refuses_a_generated_key_file_source(secrets: Path) -> None:
-    # a key generated in development stays "generated" for that process only; production
-    # refuses any generated source
-    settings = config.Settings({"APP_ENV": "production", "JWT_SECRET_KEY": STRONG, "JWT_ALGORITHM": "HS256",
-                                "CORS_ORIGINS": [], "DEBUG": False, "API_KEY_PEPPER": "p" * 32},
-                               {"JWT_SECRET_KEY": "generated:secrets/jwt_secret_key"})
-    with pytest.raises(ConfigError, match="JWT_SECRET_KEY is not set"):
-        config.check_production(settings)
+def test_production_refuses_a_generated_key_file_source() -> None:
+    # a key generated in development is marked "generated" for that process; production
+    # refuses any generated (or default) source even when the value itself is long enough
+    values = {s.key: s.default for s in config.SETTINGS}
+    values.update(APP_ENV="production", JWT_SECRET_KEY=STRONG, API_KEY_PEPPER="p" * 32)
+    sources = dict.fromkeys(values, "default")
+    for source in ("generated:secrets/jwt_secret_key", "generated", "default"):
+        sources["JWT_SECRET_KEY"] = source
+        with pytest.raises(ConfigError, match="JWT_SECRET_KEY is not set"):
+            config.check_production(config.Settings(values, sources))
+    sources["JWT_SECRET_KEY"] = "env"
+    config.check_production(config.Settings(values, sources))
 
 
 def test_development_generates_keys_once_into_the_secrets_dir(secrets: Path) -> None:

@@ -39,7 +39,8 @@ def stack_config(request: pytest.FixtureRequest, stack: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def state_app(make_app: Callable[..., Any], stack_config: dict[str, Any]) -> Any:
+def state_app(stack_config: dict[str, Any], make_app: Callable[..., Any]) -> Any:
+    # stack_config first: its database is cleaned after the app is disposed
     return make_app(**stack_config)
 
 

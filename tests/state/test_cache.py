@@ -75,7 +75,7 @@ def test_two_instances_sixteen_writers_lose_nothing(
     for a in apps:
         _wait_subscribed(a)
     states[0].create("job", "n", {"n": 0})
-    per_thread, errors = 20, []
+    per_thread, errors = 12, []
 
     def writer(i: int) -> None:
         sm, done = states[i % 2], 0

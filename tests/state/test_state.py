@@ -212,7 +212,7 @@ def test_racing_transitions_exactly_one_wins(sm: Any) -> None:
 
 
 def test_no_lost_update_under_concurrent_writers(sm: Any, stack: str) -> None:
-    threads, per_thread = 16, 25 if stack.startswith("postgresql") else 15
+    threads, per_thread = 16, 25 if stack == "postgresql+redis" else 12
     sm.create("job", "counter", {"n": 0})
 
     def writer(_: int) -> None:

@@ -42,7 +42,8 @@ def mongo_config() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def tasks_app(make_app: Callable[..., Any], stack_config: dict[str, Any]) -> Any:
+def tasks_app(stack_config: dict[str, Any], make_app: Callable[..., Any]) -> Any:
+    # stack_config first: its database is cleaned after the app is disposed
     return make_app(**stack_config)
 
 

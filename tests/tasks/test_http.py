@@ -11,7 +11,7 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def http(make_app: Callable[..., Any], stack_config: dict[str, Any]) -> Any:
+def http(stack_config: dict[str, Any], make_app: Callable[..., Any]) -> Any:
     app = make_app(**stack_config)
     am = app.extensions["keel"]
     am.jwt.users.create("ada", PASSWORD, roles=("user",))
@@ -39,7 +39,9 @@ def test_task_lifecycle_over_http(http: Any) -> None:
     got = client.get(f"/actions/get_task?id={tid}", headers=auth)  # query string "1" -> 1
     assert got.status_code == 200 and got.get_json()["result"] == task
 
-    moved = client.post("/actions/transition_task", json={"id": tid, "to": "doing", "expected_version": 1}, headers=auth)
+    moved = client.post(
+        "/actions/transition_task", json={"id": tid, "to": "doing", "expected_version": 1}, headers=auth
+    )
     assert moved.status_code == 200 and moved.get_json()["result"]["state"] == "doing"
 
     stale = client.post("/actions/update_task", json={"id": tid, "title": "x", "expected_version": 1}, headers=auth)
@@ -81,5 +83,7 @@ def test_create_task_rate_limit_from_yaml(make_app: Callable[..., Any]) -> None:
     app.extensions["keel"].jwt.users.create("ada", PASSWORD, roles=("user",))
     client = app.test_client()
     auth = _token(client, "ada")
-    statuses = [client.post("/actions/create_task", json={"title": f"t{i}"}, headers=auth).status_code for i in range(31)]
+    statuses = [
+        client.post("/actions/create_task", json={"title": f"t{i}"}, headers=auth).status_code for i in range(31)
+    ]
     assert statuses[:30] == [201] * 30 and statuses[30] == 429  # rate_limit: "30/minute"

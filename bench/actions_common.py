@@ -1,0 +1,222 @@
+"""Shared pieces of the actions benchmarks: a throw-away project (module + YAML), gunicorn
+processes, wrk runs and per-process CPU accounting. Not a test; see the ``actions_*.py`` scripts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BENCH_MODULE = """
+from core import BaseModule, action
+
+
+class BenchMod(BaseModule):
+    name = "benchmod"
+
+    def initialize(self, app_manager):
+        pass
+
+    @action
+    def trivial(self, params, ctx):
+        return params
+"""
+
+TRIVIAL_YAML = """\
+version: 1
+module: benchmod
+actions:
+  trivial:
+    handler: trivial
+    description: A public action with three parameters.
+    methods: [GET]
+    auth: public
+    params:
+      a: {type: integer, minimum: 0, maximum: 1000}
+      b: {type: string, maxLength: 20}
+      c: {type: boolean, default: false}
+"""
+
+# The WSGI apps gunicorn serves: BENCH_APP=plain (Flask alone) or keel (create_app()).
+APPS_PY = """
+import os
+import uuid
+
+from flask import Flask, jsonify, request
+
+
+def _bare(app):
+    @app.get("/bare")
+    def bare():
+        a = request.args
+        result = {"a": int(a["a"]), "b": a["b"], "c": a.get("c", "false") == "true"}
+        return jsonify({"success": True, "action": "trivial", "result": result, "request_id": uuid.uuid4().hex})
+
+    return app
+
+
+if os.environ["BENCH_APP"] == "plain":
+    app = _bare(Flask("bare"))
+else:
+    from core import create_app
+
+    app = _bare(create_app())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_project(files: dict[str, str] | None = None) -> Path:
+    """A temp dir with ``mods/benchmod``, ``acts/*.yaml``, ``secrets/`` and ``bench_apps.py``."""
+    root = Path(tempfile.mkdtemp(prefix="keel-bench-"))
+    (root / "mods" / "benchmod").mkdir(parents=True)
+    (root / "mods" / "benchmod" / "__init__.py").write_text(BENCH_MODULE)
+    (root / "acts").mkdir()
+    (root / "secrets").mkdir()
+    for name, text in (files if files is not None else {"bench.yaml": TRIVIAL_YAML}).items():
+        (root / "acts" / name).write_text(text)
+    (root / "bench_apps.py").write_text(APPS_PY)
+    return root
+
+
+def keel_env(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=f"{ROOT}:{root}",
+        APP_ENV="development",
+        ACTIONS_DIR=str(root / "acts"),
+        MODULES_DIR=str(root / "mods"),
+        SECRETS_DIR=str(root / "secrets"),
+        DATABASE_URL=f"sqlite:///{root / 'keel.db'}",
+        RATE_LIMIT_IP="100000000/minute",
+        LOG_LEVEL="WARNING",
+        ACTIONS_RELOAD_INTERVAL="0",
+        PROMETHEUS_MULTIPROC_DIR=str(root / "metrics"),
+    )
+    (root / "metrics").mkdir(exist_ok=True)
+    env.pop("REDIS_URL", None)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(c) for c in children]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.workers():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLK_TCK
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_gunicorn(root: Path, app: str, workers: int = 2, **env: str) -> Server:
+    port = free_port()
+    log = root / f"gunicorn-{app}-{port}.log"
+    proc = subprocess.Popen(
+        [
+            GUNICORN,
+            "-w",
+            str(workers),
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(root),
+            "--log-level",
+            "warning",
+            "bench_apps:app",
+        ],
+        env=keel_env(root, BENCH_APP=app, **env),
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(proc, port, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/bare?a=1&b=x", timeout=1).read()
+            if len(server.workers()) == workers:
+                return server
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"gunicorn did not start; see {log}:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    non_2xx: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url: str, seconds: float, connections: int = 2) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx_m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    err_m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    return WrkResult(
+        requests=requests,
+        rps=rps,
+        non_2xx=int(non_2xx_m.group(1)) if non_2xx_m else 0,
+        errors=sum(int(x) for x in err_m.groups()) if err_m else 0,
+        p50_ms=_ms(p50.group(1)) if p50 else float("nan"),
+        p99_ms=_ms(p99.group(1)) if p99 else float("nan"),
+    )
