@@ -26,6 +26,7 @@ test: $(BIN)/.dev-installed
 lint: $(BIN)/.dev-installed
 	$(BIN)/ruff check core config modules tests bench app.py
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 bench: $(BIN)/.dev-installed
 	$(BIN)/python -m bench

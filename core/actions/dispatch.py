@@ -68,7 +68,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
             raise NotFound(f"Action {name!r} is called as /actions/{name}/{action.spec.path}.")
         raise NotFound(f"Action {name!r} takes no path parameters.")
     g.keel_action = name
-    am = current_app.extensions["keel"]
+    am = manager.app_manager
     if am.modules.state(action.module) != STARTED:
         raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")
     ctx = guard.check(action.requirement)

@@ -109,6 +109,10 @@ class ActionManager(Manager):
         """The current immutable registry (read it once per request)."""
         return self._registry
 
+    @property
+    def app_manager(self) -> AppManager:
+        return self._require_am()
+
     def get(self, name: str) -> CompiledAction | None:
         return self._registry.actions.get(name)
 
