@@ -191,11 +191,11 @@ class WrkResult:
 
 
 def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text.strip())
     if not m:
         return float("nan")
     value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return {"us": value / 1000, "ms": value, "s": value * 1000, "m": value * 60_000}[unit]
 
 
 def wrk(url: str, seconds: float, connections: int = 2) -> WrkResult:

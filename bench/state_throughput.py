@@ -80,6 +80,8 @@ def run(
     worker: int,
     local_ttl: float,
     out: Any,
+    ready: Any = None,
+    go: Any = None,
 ) -> None:
     app = make_app(db_url, redis_url, prefix, local_ttl)
     state = app.extensions["keel"].state
@@ -88,6 +90,9 @@ def run(
     for key in keys:  # warm the caches
         state.get("bench", key)
     counts = [0] * threads
+    if ready is not None and go is not None:  # every process starts measuring at the same time
+        ready.put(worker)
+        go.wait()
     stop = time.monotonic() + seconds
 
     def loop(t: int) -> None:
@@ -117,16 +122,20 @@ def run(
 
 def measure(kind: str, processes: int, args: Any, db_url: str, redis_url: str, prefix: str, local_ttl: float) -> float:
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [
         ctx.Process(
             target=run,
             args=(kind, db_url, redis_url, prefix, args.records, args.threads, args.seconds, w, local_ttl, queue),
+            kwargs={"ready": ready, "go": go},
         )
         for w in range(processes)
     ]
     for p in procs:
         p.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    go.set()
     total = sum(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(30)

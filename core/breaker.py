@@ -94,6 +94,15 @@ class CircuitBreaker:
         """True while calls are refused (open or probing): callers should use their fallback."""
         return self._state != CLOSED
 
+    @property
+    def probe_due(self) -> bool:
+        """Open, and the next call would be let through as the probe."""
+        return (
+            self._state == OPEN
+            and not self._probe_in_flight
+            and self._clock() - self._last_failure_at >= self.probe_interval
+        )
+
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(old_state, new_state)`` on every state change (outside the lock)."""
         self._listeners.append(listener)

@@ -177,6 +177,7 @@ def _collect(action: CompiledAction, method: str, path_values: dict[str, Any]) -
 
 @bp.get("/actions")
 def list_actions() -> Any:
+    """Every action's public metadata (secret defaults omitted)."""
     registry = _manager().registry
     actions = [{k: v for k, v in a.metadata.items() if k != "file"} for a in registry.actions.values()]
     response = current_app.json.response(
@@ -187,13 +188,16 @@ def list_actions() -> Any:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Any:
+    """This OpenAPI 3.1 document."""
     return current_app.json.response(_manager().openapi())
 
 
 def _swagger_dir() -> Path:
-    import swagger_ui_bundle
+    """Swagger UI 5 (the first to read OpenAPI 3.1), as bundled by the flask-swagger-ui package;
+    only its static files are used."""
+    import flask_swagger_ui
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    return Path(flask_swagger_ui.__file__).parent / "dist"
 
 
 _DOCS_HTML = """<!doctype html>
@@ -228,7 +232,7 @@ _ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-stand
 
 @bp.get("/docs")
 def docs() -> Response:
-    """Swagger UI over ``/openapi.json``, from the assets of the ``swagger-ui-bundle`` package."""
+    """Swagger UI over ``/openapi.json``, from local assets (no CDN: works with no internet)."""
     return Response(_DOCS_HTML, mimetype="text/html")
 
 

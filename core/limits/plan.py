@@ -47,7 +47,22 @@ class TierState:
     check: LimitCheck
     tier: Tier
     remaining: int
-    reset_ms: int  # until the oldest counted request leaves the window
+    reset_ms: int  # until the oldest counted request leaves the window; -1 = not looked up
+
+    def tighter_than(self, other: TierState) -> bool:
+        """The headers report the tightest tier: fewest remaining, then the longest window
+        (the same rule the Lua script uses to decide whose reset it looks up)."""
+        return self.remaining < other.remaining or (
+            self.remaining == other.remaining and self.tier.window_ms > other.tier.window_ms
+        )
+
+
+def tightest(states: list[TierState]) -> TierState:
+    best = states[0]
+    for state in states:
+        if state.tighter_than(best):
+            best = state
+    return best
 
 
 @dataclass

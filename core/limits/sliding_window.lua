@@ -11,7 +11,7 @@
 --       then per limit: blame (1-based identity, 0 = none), n_tiers, n_tiers x (limit, window_ms).
 -- Returns {status, identity, ms, now_ms, {revocation values}, {flat states}, strikes, rejected_limit}
 -- status: 0 admitted, 1 banned, 2 rejected, 3 newly banned; identity and limits are 1-based (0 = none);
--- states: (limit, tier, remaining, reset_ms)*
+-- states: (limit, tier, remaining, reset_ms)*, reset_ms -1 = not looked up (not the tightest tier)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nonce = ARGV[1]
@@ -38,6 +38,9 @@ local argi = 11
 local rejected, blame, retry = 0, 0, 0
 local states = {}
 local maxws = {}
+-- the tightest tier (fewest remaining, then the longest window) is the one whose reset the
+-- headers report; only it and the refused tiers need the oldest entry looked up
+local best, best_rem, best_w, best_since, best_key = 0, 0, 0, '', ''
 for l = 1, n_lim do
   local key = KEYS[base + l]
   local lb, nt = tonumber(ARGV[argi]), tonumber(ARGV[argi + 1])
@@ -56,18 +59,26 @@ for l = 1, n_lim do
     local since = '(' .. (now - w)
     local count
     if w == maxw then count = redis.call('ZCARD', key) else count = redis.call('ZCOUNT', key, since, '+inf') end
-    local skip, remaining = 0, lim - count - 1
-    if count >= lim then skip, remaining = count - lim, 0 end
-    local reset = w
-    local e = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', skip, 1)
-    if e[2] then reset = tonumber(e[2]) + w - now end
+    local remaining, reset = lim - count - 1, -1
     if count >= lim then
+      remaining, reset = 0, w
+      local e = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', count - lim, 1)
+      if e[2] then reset = tonumber(e[2]) + w - now end
       if rejected == 0 then rejected, blame = l, lb end
       if reset > retry then retry = reset end
     end
     local s = #states
     states[s + 1], states[s + 2], states[s + 3], states[s + 4] = l, k, remaining, reset
+    if best == 0 or remaining < best_rem or (remaining == best_rem and w > best_w) then
+      best, best_rem, best_w, best_since, best_key = s + 4, remaining, w, since, key
+    end
   end
+end
+if best > 0 and states[best] < 0 then
+  local reset = best_w
+  local e = redis.call('ZRANGEBYSCORE', best_key, best_since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if e[2] then reset = tonumber(e[2]) + best_w - now end
+  states[best] = reset
 end
 
 local who = blame

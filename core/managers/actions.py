@@ -126,6 +126,9 @@ class ActionManager(Manager):
         against them)."""
         am = self._require_am()
         self._interval = float(am.settings["ACTIONS_RELOAD_INTERVAL"])
+        actions_dir = Path(am.settings["ACTIONS_DIR"])
+        if not actions_dir.is_dir():
+            logger.warning("ACTIONS_DIR %s does not exist; only modules' actions.yaml files are loaded", actions_dir)
         started = time.perf_counter()
         self._sync(initial=True)
         registry = self._registry
@@ -195,25 +198,34 @@ class ActionManager(Manager):
 
     # -- checking files without serving them (CLI validate) ---------------------------------
     def sources(self) -> list[Source]:
-        """Every file that would be loaded now, in load order."""
+        """Every file that would be loaded now, in load order: modules' own files first (shipped
+        with the code), then ``ACTIONS_DIR`` — so at boot an admin's file that reuses a module's
+        action name is the one rejected."""
         am = self._require_am()
         out: list[Source] = []
-        actions_dir = Path(am.settings["ACTIONS_DIR"])
-        if actions_dir.is_dir():
-            for entry in sorted(actions_dir.iterdir()):
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    for sub in sorted(entry.iterdir()):
-                        if sub.suffix in SUFFIXES and not sub.name.startswith(".") and not sub.is_dir():
-                            out.append(Source(sub, actions_dir))
-                elif entry.suffix in SUFFIXES:
-                    out.append(Source(entry, actions_dir))
         for name in am.modules.order:
             record = am.modules.records[name]
             path = record.path / MODULE_FILE
             if path.exists() or path.is_symlink():
                 out.append(Source(path, record.path, name))
+        actions_dir = Path(am.settings["ACTIONS_DIR"])
+        try:
+            entries = sorted(actions_dir.iterdir())
+        except OSError:
+            return out  # no ACTIONS_DIR (warned about at load)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden: editors' temp files, Kubernetes' ..data and ..<timestamp> dirs
+            if entry.suffix in SUFFIXES and not entry.is_dir():
+                out.append(Source(entry, actions_dir))
+            elif entry.is_dir():
+                try:
+                    subs = sorted(entry.iterdir())
+                except OSError:
+                    continue  # removed while we looked: the next poll sees the new state
+                for sub in subs:
+                    if sub.suffix in SUFFIXES and not sub.name.startswith(".") and not sub.is_dir():
+                        out.append(Source(sub, actions_dir))
         return out
 
     def source_for(self, path: Path) -> Source:

@@ -256,11 +256,12 @@ class DatabaseManager(Manager):
         replica is down). Retries: ``DB_READ_RETRIES`` with a short backoff; an open circuit
         or an exhausted pool is not retried (the answer would not change in milliseconds).
         """
-        engine = self.sql_read if replica and self.sql_read is not None else self.engine
-        if engine is not self.sql and self.read_breaker.is_open and not self.breaker.is_open:
-            engine = self.engine
         attempt = 0
         while True:
+            engine = self.sql_read if replica and self.sql_read is not None else self.engine
+            replica_down = self.read_breaker.is_open and not self.read_breaker.probe_due
+            if engine is not self.sql and replica_down and not self.breaker.is_open:
+                engine = self.engine  # the replica's circuit is open: read from the primary
             try:
                 with engine.connect() as conn:
                     return fn(conn)

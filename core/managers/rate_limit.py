@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -42,7 +43,18 @@ from core.http.health import EXEMPT_ENDPOINTS
 from core.limits.bans import KINDS, BanRecords, bans_table
 from core.limits.memory import MemoryStore
 from core.limits.parse import Tier, parse_limit
-from core.limits.plan import ADMITTED, BANNED, NEWLY_BANNED, REJECTED, BanPolicy, LimitCheck, Outcome, Plan, TierState
+from core.limits.plan import (
+    ADMITTED,
+    BANNED,
+    NEWLY_BANNED,
+    REJECTED,
+    BanPolicy,
+    LimitCheck,
+    Outcome,
+    Plan,
+    TierState,
+    tightest,
+)
 from core.limits.redis_store import RedisStore
 from core.managers.base import Manager
 
@@ -86,6 +98,7 @@ class RateLimiterManager(Manager):
         self._hooks: Any = None
         self._counter_lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self._policy_headers: dict[tuple[Any, ...], str] = {}  # RateLimit-Policy by set of tiers
         self._next_sync = 0.0
         self.rejections: Counter[str] = Counter()  # by level: ip, user, api_key, action, login, ...
         self.banned_requests: Counter[str] = Counter()  # refused because banned, by ban kind
@@ -313,16 +326,25 @@ class RateLimiterManager(Manager):
         states: list[TierState] | None = g.get("keel_rate_states")
         if not states:
             return response
-        tightest = min(states, key=lambda st: (st.remaining, -st.reset_ms))
-        response.headers["X-RateLimit-Limit"] = str(tightest.tier.limit)
-        response.headers["X-RateLimit-Remaining"] = str(max(0, tightest.remaining))
-        response.headers["X-RateLimit-Reset"] = str(_seconds(tightest.reset_ms))
-        response.headers["RateLimit-Policy"] = ", ".join(
-            f'"{_policy_name(st)}";q={st.tier.limit};w={st.tier.window_s}' for st in states
+        tight = tightest(states)
+        limit, remaining, reset = (
+            str(tight.tier.limit),
+            str(max(0, tight.remaining)),
+            str(_seconds(tight.reset_ms)),
         )
-        response.headers["RateLimit"] = (
-            f'"{_policy_name(tightest)}";r={max(0, tightest.remaining)};t={_seconds(tightest.reset_ms)}'
-        )
+        policies = tuple((st.check.level, st.check.tiers, st.tier) for st in states)
+        policy = self._policy_headers.get(policies)
+        if policy is None:
+            policy = ", ".join(f'"{_policy_name(st)}";q={st.tier.limit};w={st.tier.window_s}' for st in states)
+            if len(self._policy_headers) < 1024:
+                self._policy_headers[policies] = policy
+        # add(), not set(): these headers are set nowhere else, and add() skips a scan
+        headers = response.headers
+        headers.add("X-RateLimit-Limit", limit)
+        headers.add("X-RateLimit-Remaining", remaining)
+        headers.add("X-RateLimit-Reset", reset)
+        headers.add("RateLimit-Policy", policy)
+        headers.add("RateLimit", f'"{_policy_name(tight)}";r={remaining};t={reset}')
         return response
 
     # -- login (called by the auth module) ---------------------------------------------------
@@ -368,7 +390,7 @@ class RateLimiterManager(Manager):
         outcome = self.evaluate(plan)
         banned = outcome.status in (BANNED, NEWLY_BANNED)
         if outcome.states:
-            tight = min(outcome.states, key=lambda st: (st.remaining, -st.reset_ms))
+            tight = tightest(outcome.states)
             lim, remaining, reset = tight.tier.limit, tight.remaining, _seconds(tight.reset_ms)
         else:
             lim, remaining, reset = tiers[0].limit, 0, _seconds(outcome.retry_ms)
@@ -388,6 +410,11 @@ class RateLimiterManager(Manager):
         identifier = str(identifier).strip()
         if not identifier or len(identifier) > 255:
             raise ValidationError(details=[{"param": "identifier", "message": "1 to 255 characters"}])
+        if kind == "ip":
+            try:
+                identifier = str(ipaddress.ip_address(identifier))
+            except ValueError:
+                raise ValidationError(details=[{"param": "identifier", "message": "an IPv4 or IPv6 address"}]) from None
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_BAN_SECONDS:
             raise ValidationError(details=[{"param": "seconds", "message": f"an integer from 1 to {MAX_BAN_SECONDS}"}])
         ttl_ms = seconds * 1000
@@ -404,7 +431,13 @@ class RateLimiterManager(Manager):
         in_db = self.records.delete(kind, identifier)
         if not (in_store or in_memory or in_db):
             raise NotFound(f"no active ban on {kind} {identifier!r}")
-        audit.info("ban lifted: %s %s by %s", kind, identifier, actor)
+        audit.info(
+            "ban lifted: %s %s by %s",
+            kind,
+            identifier,
+            actor,
+            extra={"event": "ban_lifted", "ban_kind": kind, "ban_identifier": identifier, "actor": actor},
+        )
         return {"kind": kind, "identifier": identifier, "lifted": True}
 
     def list_bans(self) -> list[dict[str, Any]]:
@@ -453,7 +486,16 @@ class RateLimiterManager(Manager):
             logger.exception("rate limiter: could not record the ban of %s %s in the database", kind, identifier)
         self._count(self.bans_issued, kind)
         seconds = _seconds(ttl_ms)
-        audit.info("ban: %s %s for %ss (strike %s, %s) by %s", kind, identifier, seconds, strikes, reason, actor)
+        audit.info(
+            "ban: %s %s for %ss (strike %s, %s) by %s",
+            kind,
+            identifier,
+            seconds,
+            strikes,
+            reason,
+            actor,
+            extra={"event": "ban", "ban_kind": kind, "ban_identifier": identifier, "seconds": seconds, "actor": actor},
+        )
         if self._hooks is not None:
             self._hooks.trigger(
                 "identity_banned", kind=kind, identifier=identifier, seconds=seconds, strikes=strikes, actor=actor

@@ -254,7 +254,7 @@ class StateManager(Manager):
             return cached
         generation = self._generation()
         hit = self._redis.cache_get(self._cache_key(kind, key))
-        if isinstance(hit, dict) and "version" in hit:
+        if isinstance(hit, dict) and "version" in hit and hit["version"] >= self._local_floor(kind, key, generation):
             self._local_put(kind, key, hit, generation)
             return hit
         row = self._db.read(lambda conn: self._select(conn, kind, key))
@@ -556,6 +556,14 @@ class StateManager(Manager):
             self._local.move_to_end((kind, key))
             while len(self._local) > LOCAL_CACHE_MAX:
                 self._local.popitem(last=False)
+
+    def _local_floor(self, kind: str, key: str, generation: int) -> int:
+        """The newest version this process knows of (from an invalidation), or 0."""
+        with self._local_lock:
+            entry = self._local.get((kind, key))
+        if entry is None or entry[1] != generation or entry[0] <= time.monotonic():
+            return 0
+        return entry[2]
 
     def _local_drop(self, kind: str, key: str) -> None:
         with self._local_lock:

@@ -319,7 +319,7 @@ def test_symlink_inside_the_directory_is_fine(actions_app: Any, actions_dir: Pat
     app = actions_app(files={})
     am = app.extensions["keel"]
     assert am.actions.status()["errors"] == []
-    assert next(f["path"] for f in am.actions.status()["files"]) == f"{actions_dir}/demo.yaml"
+    assert f"{actions_dir}/demo.yaml" in [f["path"] for f in am.actions.status()["files"]]
     assert app.test_client().get("/actions/echo?title=x").status_code == 200
 
 
@@ -342,6 +342,20 @@ def test_action_defined_in_two_files_names_both(actions_app: Any, actions_dir: P
     am.actions.reload()
     assert am.actions.status()["errors"] == []
     assert client.get("/actions/ping").status_code == 401  # loaded now (auth: any, no credentials)
+
+
+def test_at_boot_an_admin_file_cannot_take_a_module_action_name(actions_app: Any, modules_dir: Path) -> None:
+    clash = GOOD_DEMO + "  broken_ping:\n    handler: echo\n"
+    app = actions_app(files={"demo.yaml": clash})
+    am = app.extensions["keel"]
+    module_file = modules_dir / "broken" / "actions.yaml"
+    line = GOOD_DEMO.count("\n") + 1  # the appended action's name
+    assert am.actions.status()["errors"] == [
+        f"{am.settings['ACTIONS_DIR']}/demo.yaml:{line}:3: actions.broken_ping: action "
+        f"'broken_ping' is already defined in {module_file}:3:3; names are unique across all files"
+    ]
+    assert am.actions.get("broken_ping").file == str(module_file)
+    assert am.actions.health()["status"] == "degraded"
 
 
 def test_all_errors_of_a_file_at_once(actions_app: Any, actions_dir: Path) -> None:

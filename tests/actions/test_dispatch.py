@@ -111,6 +111,23 @@ def test_non_public_action_without_credentials_is_401(client: Any) -> None:
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+def test_order_of_checks(client: Any, modules_dir: Any, actions_dir: Any, app: Any) -> None:
+    """route (404, 405) → module running (503) → authentication (401) → parameters (400)."""
+    from .conftest import write
+
+    write(
+        actions_dir / "more.yaml",
+        "version: 1\nactions:\n  broken_private:\n    handler: broken.ping\n    methods: [POST]\n",
+    )
+    app.extensions["keel"].actions.reload()
+    bad_params = {"title": 5, "nope": 1}
+    error_of(client.post("/actions/nope", json=bad_params), 404, "not_found")
+    error_of(client.get("/actions/broken_private"), 405, "method_not_allowed")  # before 503 and 401
+    error_of(client.post("/actions/broken_private", json=bad_params), 503, "service_unavailable")  # before 401
+    error_of(client.post("/actions/private_echo", json=bad_params), 401, "unauthorized")  # before 400
+    error_of(client.post("/actions/echo", json=bad_params), 400, "validation_error")
+
+
 # --- handler errors ------------------------------------------------------------------------
 
 

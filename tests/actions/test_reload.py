@@ -129,7 +129,8 @@ def test_bad_save_keeps_last_good_then_fix_recovers(live: tuple[Any, Recorder], 
     assert health["managers"]["actions"]["reload_errors_total"] == 1
     status = am.actions.status()
     assert status["errors"] == rec.failed[0]["errors"]
-    assert status["files"][0]["serving"] == "last good version"
+    by_path = {f["path"]: f for f in status["files"]}
+    assert by_path[str(actions_dir / "demo.yaml")]["serving"] == "last good version"
     # Fixed: served again, healthy again, the counter keeps its history.
     write(actions_dir / "demo.yaml", V2)
     wait_for(lambda: served(app, "added"))

@@ -70,8 +70,11 @@ def test_one_probe_per_interval_closes_it() -> None:
         breaker.failure(Down())
     clock.now += 0.5
     assert not breaker.allow()
+    assert not breaker.probe_due
     clock.now += 0.6
+    assert breaker.probe_due
     assert breaker.allow()  # the probe
+    assert not breaker.probe_due
     assert breaker.state == "half_open"
     assert not breaker.allow()  # only one probe in flight
     breaker.failure(Down())  # probe failed: open for another interval

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,9 @@ def test_replica_down_reads_fall_back_to_the_primary(make_app: Callable[..., Any
             with db.sql_read.connect():
                 pass
     assert db.read(lambda c: c.execute(sa.text("SELECT 5")).scalar(), replica=True) == 5
+    time.sleep(db.read_breaker.probe_interval + 0.05)  # a probe of the (still dead) replica is due
+    assert db.read(lambda c: c.execute(sa.text("SELECT 6")).scalar(), replica=True) == 6
+    assert db.read_breaker.is_open
     report = app.test_client().get("/health").get_json()["managers"]["db"]
     assert report["status"] == "degraded" and report["read_replica"]["status"] == "unhealthy"
 

@@ -123,6 +123,8 @@ def test_admin_actions_ban_list_and_lift_take_effect_at_once_on_every_worker(
     assert resp.status_code == 404
     bad = client_a.post("/actions/ban", json={**target, "kind": "planet"}, headers=token, **ADMIN_IP)
     assert bad.status_code == 400
+    bad = client_a.post("/actions/ban", json={**target, "identifier": "not-an-ip"}, headers=token, **ADMIN_IP)
+    assert bad.status_code == 400 and bad.get_json()["error"]["details"][0]["param"] == "identifier"
 
 
 def test_cli_lists_and_lifts(limits_app: Any, redis_config: dict[str, Any]) -> None:

@@ -14,7 +14,9 @@ from tests.limits.conftest import ACTIONS_YAML
 WORKER = Path(__file__).with_name("exact_worker.py")
 
 
-def run_workers(tmp_path: Path, settings: dict[str, Any], processes: int, requests: int, repeats: int) -> list[Any]:
+def run_workers(
+    tmp_path: Path, settings: dict[str, Any], processes: int, requests: int, repeats: int, timeout: float = 120
+) -> list[Any]:
     actions = tmp_path / "exact_actions"
     actions.mkdir(exist_ok=True)
     (actions / "t.yaml").write_text(ACTIONS_YAML.format(limit="1000/minute"))
@@ -53,7 +55,7 @@ def run_workers(tmp_path: Path, settings: dict[str, Any], processes: int, reques
         released = time.monotonic()
         results = []
         for p in procs:
-            out, _ = p.communicate(timeout=120)
+            out, _ = p.communicate(timeout=timeout)
             assert p.returncode == 0
             results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"startup {released - started:.1f}s, requests {time.monotonic() - released:.1f}s")

@@ -119,8 +119,9 @@ def test_hung_redis_costs_at_most_the_socket_timeout(limits_app: Any, redis_serv
             started = time.perf_counter()
             assert client.get("/actions/t_public").status_code == 200
             timings.append(time.perf_counter() - started)
-        assert max(timings) < 0.35, timings  # 100 ms socket timeout (+ a busy CI machine)
-        assert sorted(timings)[-2] < 0.1  # only the first call waited; the rest fell back at once
+        assert max(timings) < 0.5, timings  # 100 ms socket timeout (+ a busy CI machine)
+        # only the first call (and at most one probe a second later) waited; the rest fell back
+        assert sum(t > 0.09 for t in timings) <= 2, timings
         assert not limiter.using_redis
     finally:
         server.proc.send_signal(signal.SIGCONT)

@@ -181,3 +181,25 @@ def test_failed_logins_ban_the_ip(limits_app: Any, redis_config: dict[str, Any])
     resp = client.post("/auth/login", json=wrong)
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "banned"
     assert [b["identifier"] for b in app.extensions["keel"].limiter.list_bans()] == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_hit_for_other_callers(make_app: Any, redis_config: dict[str, Any], store: str) -> None:
+    """``am.limiter.hit()``: the same limiter for events that are not HTTP requests (Socket.IO
+    messages); violations count toward the named identity's ban."""
+    extra = redis_config if store == "redis" else {}
+    am = make_app(BAN_AFTER_VIOLATIONS=2, BAN_DURATION=60, **extra).extensions["keel"]
+    first = am.limiter.hit(("ws", "sid1"), "2/second", identity=("user", "9"), level="websocket")
+    assert first.allowed and first.remaining == 1 and first.limit == 2 and first.retry_after == 0
+    assert am.limiter.hit(("ws", "sid1"), "2/second", identity=("user", "9"), level="websocket").allowed
+    refused = am.limiter.hit(("ws", "sid1"), "2/second", identity=("user", "9"), level="websocket")
+    assert not refused.allowed and not refused.banned and refused.retry_after == 1
+    assert am.limiter.hit(("ws", "sid2"), "2/second").allowed  # another key, its own bucket
+    banned = am.limiter.hit(("ws", "sid1"), "2/second", identity=("user", "9"), level="websocket")
+    assert banned.banned and banned.retry_after == 60
+    assert am.limiter.ban_remaining("user", "9") == 60
+    assert am.limiter.metrics() == {
+        "rejections": {"websocket": 2},
+        "banned_requests": {},
+        "bans": {"user": 1},
+    }
