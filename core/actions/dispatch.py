@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, g, request, send_from_directory
+from flask import Blueprint, Request, Response, current_app, g, request, send_from_directory
 
 from core.actions.params import CoercionError
 from core.errors import (
@@ -57,7 +57,8 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     action = manager.registry.actions.get(name)
     if action is None:
         raise NotFound(f"No action named {name!r}.")
-    method = request.method
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    method = req.method
     if method == "HEAD":
         method = "GET"
     if method not in action.methods:
@@ -72,7 +73,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     if am.modules.state(action.module) != STARTED:
         raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")
     ctx = guard.check(action.requirement)
-    params = _collect(action, method, path_values)
+    params = _collect(req, action, method, path_values)
     started = time.perf_counter()
     status = 500
     try:
@@ -96,7 +97,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     return response
 
 
-def _read_body() -> Any:
+def _read_body(request: Request) -> Any:
     """The JSON body, or ``NO_BODY`` when there is none. 413 over MAX_CONTENT_LENGTH, 415 when the
     body is not JSON, 400 when it does not parse (including nesting too deep to parse)."""
     if not request.content_length and request.headers.get("Transfer-Encoding") is None:
@@ -133,7 +134,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _collect(action: CompiledAction, method: str, path_values: dict[str, Any]) -> dict[str, Any]:
+def _collect(request: Request, action: CompiledAction, method: str, path_values: dict[str, Any]) -> dict[str, Any]:
     """Parameters from the path, the query string and the JSON body, then validated."""
     values = path_values
     details: list[dict[str, str]] = []
@@ -157,7 +158,7 @@ def _collect(action: CompiledAction, method: str, path_values: dict[str, Any]) -
                 details.append({"param": key, "message": str(exc)})
                 failed.add(key)
     if method in BODY_METHODS:
-        body = _read_body()
+        body = _read_body(request)
         if body is not NO_BODY:
             if type(body) is not dict:
                 raise BadRequest("The JSON body must be an object whose keys are the parameters.")
