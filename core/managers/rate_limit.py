@@ -36,6 +36,7 @@ from flask.cli import AppGroup
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core import metrics
 from core.breaker import CLOSED, OPEN, CircuitBreaker, CircuitOpen
 from core.errors import Banned, NotFound, RateLimited, ServiceUnavailable, ValidationError
 from core.http.client import client_ip
@@ -242,7 +243,9 @@ class RateLimiterManager(Manager):
             self._count(self.banned_requests, plan.identities[outcome.identity][0])
             return
         if outcome.status in (REJECTED, NEWLY_BANNED) and outcome.rejected_limit >= 0:
-            self._count(self.rejections, plan.limits[outcome.rejected_limit].level)
+            level = plan.limits[outcome.rejected_limit].level
+            self._count(self.rejections, level)
+            metrics.RATE_LIMITED.labels(level).inc()
         if outcome.status == NEWLY_BANNED:
             kind, identifier = plan.identities[outcome.identity]
             self._record_ban(

@@ -41,3 +41,13 @@ def test_hooks_feed_ban_and_reload_counters(am: Any, client: Any) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert _sample(text, "keel_bans_total", kind="ip") == bans + 1
     assert _sample(text, "keel_actions_reload_errors_total") == errors + 1
+
+
+def test_rate_limit_rejections_are_exported_by_level(make_app: Any) -> None:
+    app = make_app(RATE_LIMIT_IP="2/minute")
+    client = app.test_client()
+    before = _sample(client.get("/metrics").get_data(as_text=True), "keel_rate_limit_rejections_total", level="ip")
+    statuses = [client.get("/actions/system_info").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    text = client.get("/metrics").get_data(as_text=True)  # /metrics itself is exempt from limits
+    assert _sample(text, "keel_rate_limit_rejections_total", level="ip") == before + 2
