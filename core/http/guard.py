@@ -87,7 +87,12 @@ def check(req: Requirement) -> ActionContext:
     if auth_error is not None:
         raise auth_error
     if principal is not None:
-        auth.check_revocation(principal, revocation_values)
+        try:
+            auth.check_revocation(principal, revocation_values)
+        except Unauthorized:
+            if req.auth != "public":
+                raise
+            principal = None  # a public endpoint serves a revoked credential as anonymous
     if authz_error is not None:
         raise authz_error
     if limiter is not None:

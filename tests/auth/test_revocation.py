@@ -12,7 +12,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from tests.auth.conftest import assert_unauthorized, bearer, create_user, login
+from tests.auth.conftest import PASSWORD, assert_unauthorized, bearer, create_user, login
 
 
 def test_revoked_token_rejected_with_redis_stopped(auth_app: Any, redis_server_factory: Any) -> None:
@@ -131,3 +131,26 @@ def test_without_redis_another_process_sees_a_revocation_within_a_second(auth_ap
     while c2.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200:
         assert time.monotonic() < deadline, "revocation not visible to the other process within 1 s"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("with_redis", [False, True])
+def test_a_revoked_token_on_a_public_endpoint_is_served_as_anonymous(
+    auth_app: Any, with_redis: bool, request: pytest.FixtureRequest
+) -> None:
+    """A stale bearer header must not lock a client out of public routes (login, public
+    actions); it never authenticates either."""
+    overrides = request.getfixturevalue("redis_config") if with_redis else {}
+    app = auth_app(**overrides)
+    client = app.test_client()
+    create_user(app, "carol")
+    tokens = login(client, "carol")
+    assert client.post("/auth/logout", headers=bearer(tokens["access_token"])).status_code == 200
+    resp = client.get("/probe/public", headers=bearer(tokens["access_token"]))
+    assert resp.status_code == 200
+    assert resp.get_json()["user"] is None
+    assert resp.get_json()["identity"].startswith("ip:")
+    assert_unauthorized(client.get("/probe/any", headers=bearer(tokens["access_token"])))
+    # and logging in again with the stale header works
+    again = client.post("/auth/login", json={"username": "carol", "password": PASSWORD},
+                        headers=bearer(tokens["access_token"]))
+    assert again.status_code == 200
