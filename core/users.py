@@ -1,8 +1,10 @@
 """Users in the relational database (SPEC §6): argon2id hashes, roles, active flag, token version.
 
-The ``users`` table is declared on ``am.db.metadata`` (SQLAlchemy Core; SQLite and
-PostgreSQL). :class:`UserStore` is the only code that reads or writes it; the JWT manager owns
-one (``am.jwt.users``) and registers it as the ``users`` service.
+The ``users`` table is declared on ``am.db.metadata`` (SQLAlchemy Core; SQLite, PostgreSQL and
+Oracle) and created with the other tables by ``am.db.create_all()``; times are Unix epoch
+seconds (``Float``: a double on every backend, ``FLOAT(126)`` on Oracle). :class:`UserStore`
+is the only code that reads or writes it; the JWT manager owns one (``am.jwt.users``) and
+registers it as the ``users`` service.
 
 The token version (``token_version``) is part of every token (claim ``ver``): bumping it
 revokes every token of the user at once (logout-all, disable, role change, admin revoke).
@@ -38,7 +40,7 @@ def users_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
         "users",
         metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
         sa.Column("username", sa.String(64), nullable=False, unique=True),
         sa.Column("email", sa.String(254), nullable=True),
         sa.Column("password_hash", sa.String(255), nullable=False),

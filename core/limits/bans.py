@@ -1,6 +1,8 @@
 """The bans table: the database copy of every ban, so bans survive restarts of the app and of
 Redis. Redis (or the in-process store) answers requests; this table is the record that restores
-them, lists them and feeds ``flask bans``."""
+them, lists them and feeds ``flask bans``. It is declared on ``am.db.metadata`` and created
+with the other tables by ``am.db.create_all()``; times are epoch milliseconds (``BigInteger``:
+``NUMBER(19)`` on Oracle)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ KINDS = ("ip", "user", "api_key")
 
 
 def bans_table(metadata: sa.MetaData) -> sa.Table:
+    """Declare (once per metadata) the ``keel_bans`` table."""
     if "keel_bans" in metadata.tables:
         return metadata.tables["keel_bans"]
     return sa.Table(
@@ -34,9 +37,6 @@ class BanRecords:
     def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
         self.engine = engine
         self.table = table
-
-    def create(self) -> None:
-        self.table.create(self.engine, checkfirst=True)
 
     def upsert(self, kind: str, identifier: str, until_ms: int, strikes: int, reason: str, actor: str) -> None:
         t = self.table

@@ -33,7 +33,7 @@ from flask.cli import AppGroup
 
 from core.errors import ConfigError, KeelError, NotFound, ServiceUnavailable, Unauthorized, ValidationError
 from core.managers.base import Manager
-from core.managers.jwt import REDIS_DOWN, create_tables
+from core.managers.jwt import REDIS_DOWN
 
 if TYPE_CHECKING:
     from core.http.guard import Principal
@@ -135,11 +135,8 @@ class ApiKeyManager(Manager):
             )
         self._pepper = pepper.encode()
         self.cache_ttl = float(am.settings["API_KEY_CACHE_TTL"])
+        # Declared only: `am.db.create_all()` creates it at app_started / `flask db init`.
         self.table = api_keys_table(am.db.metadata)
-        try:
-            create_tables(am.db.sql, am.db.metadata, [self.table])
-        except (*_DB_ERRORS, ServiceUnavailable):
-            logger.exception("could not create the api_keys table now; API keys fail until it exists")
 
     def _hash(self, key_id: str, secret: str) -> str:
         return hmac.new(self._pepper, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()

@@ -5,8 +5,15 @@
   mode when ``ORACLE_CLIENT_LIB`` is set). Pools validate connections on checkout
   (pre-ping), have a size, an overflow and a checkout timeout (→ 503), and a statement
   timeout. ``db.sql_read`` is the engine for ``DATABASE_READ_URL`` (``db.sql`` without one).
-- ``db.metadata`` — where every manager and module declares its tables; ``db.create_all()``
-  and ``flask db init`` create the missing ones.
+- ``db.metadata`` — where every manager and module declares its tables (in ``init_app`` /
+  ``initialize``, without touching the database); the missing ones are created by
+  ``db.create_all()``, which runs once at ``app_started`` (``DB_AUTO_CREATE``) and in
+  ``flask db init``. No manager creates its own tables, so an app starts while its database
+  is down (requests needing it answer 503, ``/health`` is unhealthy).
+- Portable tables (SQLite, PostgreSQL, Oracle): an autoincrement id is declared with
+  ``sa.Identity()`` (Oracle gets no IDENTITY otherwise), a point in time is
+  :func:`utc_timestamp` (or epoch numbers), every string has a length, and no column is named
+  after an Oracle reserved word (``comment``, ``level``, ``size``, ``uid``, ``user``...).
 - ``db.read(fn)`` runs ``fn(connection)`` and retries it after a transient connection error
   (idempotent reads only); ``db.transaction()`` is a write transaction, never retried.
 - ``db.mongo`` — a pymongo ``Database`` for ``MONGODB_URL`` (``None`` when unset);
@@ -34,6 +41,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import event
+from sqlalchemy.dialects import oracle
 from sqlalchemy.pool import QueuePool
 
 from core.breaker import CircuitBreaker, CircuitOpen
@@ -43,6 +51,12 @@ from core.managers.base import Manager
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def utc_timestamp() -> sa.types.TypeEngine[Any]:
+    """A timezone-aware timestamp everywhere (Oracle's plain DateTime would be a DATE: no
+    fractions of a second, no zone)."""
+    return sa.DateTime(timezone=True).with_variant(oracle.TIMESTAMP(timezone=True), "oracle")
 
 
 class DatabaseUnavailable(ServiceUnavailable):

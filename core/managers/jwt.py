@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -166,12 +165,16 @@ def _generate_private_key(algorithm: str) -> Any:
 
 
 def revocation_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Declare (once per metadata) ``auth_revocations`` and ``auth_refresh_families``.
+
+    Times are Unix epoch seconds (``Float``: a double everywhere, ``FLOAT(126)`` on Oracle).
+    """
     if "auth_revocations" in metadata.tables:
         return metadata.tables["auth_revocations"], metadata.tables["auth_refresh_families"]
     revocations = sa.Table(
         "auth_revocations",
         metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
         sa.Column("kind", sa.String(8), nullable=False),  # jti | fam
         sa.Column("value", sa.String(64), nullable=False),
         sa.Column("user_id", sa.Integer, nullable=True),
@@ -190,18 +193,6 @@ def revocation_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("revoked_at", sa.Float, nullable=True),
     )
     return revocations, families
-
-
-def create_tables(engine: sa.Engine, metadata: sa.MetaData, tables: Sequence[sa.Table]) -> None:
-    """Create ``tables`` if missing. Idempotent; tolerates another worker creating them first."""
-    for attempt in (1, 2):
-        try:
-            metadata.create_all(engine, tables=list(tables), checkfirst=True)
-            return
-        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            if attempt == 2:
-                raise
-            time.sleep(0.2)  # a concurrent CREATE won the race; the second check finds the table
 
 
 class JWTManager(Manager):
@@ -237,12 +228,8 @@ class JWTManager(Manager):
         self.refresh_ttl = int(s["JWT_REFRESH_TTL"])
         self.max_ttl = int(s["JWT_MAX_TTL"])
         self.users = UserStore(am.db.sql, am.db.metadata, s["APP_ENV"])
+        # Declared only: `am.db.create_all()` creates them at app_started / `flask db init`.
         self.revocations, self.families = revocation_tables(am.db.metadata)
-        try:
-            create_tables(am.db.sql, am.db.metadata, [self.users.table, self.revocations, self.families])
-        except (*_DB_ERRORS, ServiceUnavailable):
-            # The database may come up after us; `flask db init` creates the tables too.
-            logger.exception("could not create the auth tables now; requests needing them will fail until it works")
         if "users" not in am.services:
             am.services.register("users", self.users)
 

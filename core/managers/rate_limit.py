@@ -145,10 +145,13 @@ class RateLimiterManager(Manager):
             self.redis = RedisStore(client, s["REDIS_KEY_PREFIX"], self.policy)
         assert am.db.sql is not None
         self.records = BanRecords(am.db.sql, bans_table(am.db.metadata))
-        self.records.create()
-        self._restore_bans(self.redis if self.redis is not None else self.memory)
+        # At app_started, after am.db.create_all() (priority 0) has created the bans table.
+        am.hooks.register("app_started", self._restore_on_start, priority=5)
         app.before_request(self._protect_route)
         app.after_request(self._add_headers)
+
+    def _restore_on_start(self, **_: Any) -> None:
+        self._restore_bans(self.redis if self.redis is not None else self.memory)
 
     def _restore_bans(self, store: RedisStore | MemoryStore | None) -> None:
         """Copy the active bans of the database into ``store`` (an existing entry wins)."""
@@ -156,7 +159,7 @@ class RateLimiterManager(Manager):
             return
         try:
             rows = self.records.active()
-        except sa.exc.SQLAlchemyError:
+        except (sa.exc.SQLAlchemyError, ServiceUnavailable):
             # The bans keep working from the store; only the restore of old ones is missed.
             logger.exception("rate limiter: cannot read the bans table; bans not restored")
             return

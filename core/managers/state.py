@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.dialects import oracle
 
 from core.errors import IllegalTransition, KeelError, NotFound, VersionConflict
 from core.managers.base import Manager
+from core.managers.database import utc_timestamp
 
 if TYPE_CHECKING:
     from core.managers.database import DatabaseManager
@@ -79,12 +79,6 @@ class Machine:
 
     def allows(self, source: str, target: str) -> bool:
         return target in self.transitions.get(source, frozenset())
-
-
-def utc_timestamp() -> sa.types.TypeEngine[Any]:
-    """A timezone-aware timestamp everywhere (Oracle's plain DateTime would be a DATE: no
-    fractions of a second, no zone)."""
-    return sa.DateTime(timezone=True).with_variant(oracle.TIMESTAMP(timezone=True), "oracle")
 
 
 def state_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
