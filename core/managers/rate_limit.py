@@ -159,7 +159,10 @@ class RateLimiterManager(Manager):
             return
         try:
             rows = self.records.active()
-        except (sa.exc.SQLAlchemyError, ServiceUnavailable):
+        except ServiceUnavailable as exc:
+            logger.error("rate limiter: database unavailable (%s); bans not restored from it", exc)
+            return
+        except sa.exc.SQLAlchemyError:
             # The bans keep working from the store; only the restore of old ones is missed.
             logger.exception("rate limiter: cannot read the bans table; bans not restored")
             return
@@ -230,6 +233,9 @@ class RateLimiterManager(Manager):
             rows = self.records.active()
             wall = int(time.time() * 1000)
             self.memory.replace_bans({(r["kind"], r["identifier"]): (r["until_ms"] - wall, r["strikes"]) for r in rows})
+        except ServiceUnavailable as exc:
+            # Database down: the bans this process knows keep applying; the next sync retries.
+            logger.warning("rate limiter: cannot read the bans table: %s", exc)
         except sa.exc.SQLAlchemyError:
             # The bans this process knows keep applying; the next sync retries.
             logger.exception("rate limiter: cannot read the bans table")
