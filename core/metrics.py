@@ -14,7 +14,8 @@ import os
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app
+from flask.ctx import _AppCtxGlobals
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,6 +25,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from core.http.pipeline import pipeline
 
 REQUESTS = Counter("keel_requests_total", "HTTP requests", ["action", "status"])
 LATENCY = Histogram(
@@ -73,21 +76,47 @@ def _count_reload_error(**data: Any) -> None:
     ACTION_RELOAD_ERRORS.inc()
 
 
+class _RequestCounter:
+    """The pipeline step counting every response (SPEC §11): ``keel_requests_total`` by action
+    (or endpoint) and status, and the latency histogram. The label children are looked up once
+    per (label, status) and kept (``labels()`` costs more than the increment itself)."""
+
+    MAX_CHILDREN = 4096  # labels are endpoints/actions x statuses; a bound all the same
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def __call__(self, req: Request, ctx_g: _AppCtxGlobals, response: Response) -> None:
+        endpoint = req.endpoint
+        if endpoint == "keel_metrics.metrics":
+            return
+        values = ctx_g.__dict__
+        label = values.get("keel_action") or endpoint or "unmatched"
+        status = response.status_code
+        child = self._requests.get((label, status))
+        if child is None:
+            child = REQUESTS.labels(label, str(status))
+            if len(self._requests) < self.MAX_CHILDREN:
+                self._requests[(label, status)] = child
+        child.inc()
+        started = values.get("keel_started")
+        if started is not None:
+            latency = self._latency.get(label)
+            if latency is None:
+                latency = LATENCY.labels(label)
+                if len(self._latency) < self.MAX_CHILDREN:
+                    self._latency[label] = latency
+            latency.observe(time.perf_counter() - started)
+
+
 def install(app: Flask) -> None:
-    """Register ``/metrics``, request counting and the hook listeners of this app.
+    """Register ``/metrics``, request counting (a step of the request pipeline) and the hook
+    listeners of this app.
 
-    Request latency is measured from ``g.keel_started``, set by the access log."""
+    Request latency is measured from ``g.keel_started``, set by the pipeline."""
     app.register_blueprint(bp)
-
-    @app.after_request
-    def _count(response: Response) -> Response:
-        if request.endpoint != "keel_metrics.metrics":
-            label = g.get("keel_action") or request.endpoint or "unmatched"
-            REQUESTS.labels(label, str(response.status_code)).inc()
-            started = g.get("keel_started")
-            if started is not None:
-                LATENCY.labels(label).observe(time.perf_counter() - started)
-        return response
+    pipeline(app).add_after(_RequestCounter())
 
     hooks = app.extensions["keel"].hooks
     hooks.register("identity_banned", _count_ban)

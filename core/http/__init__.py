@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from core.http import access_log, errors, health, request_id
+from core.http import errors, health
+from core.http.pipeline import Pipeline
 
 
 def install(app: Flask) -> None:
-    request_id.install(app)
-    access_log.install(app)
+    Pipeline(app)  # the one before_request/after_request pair; managers add their steps to it
     errors.install(app)
     app.register_blueprint(health.bp)

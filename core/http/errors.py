@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from core.errors import HTTPError, InternalError, PayloadTooLarge
+from core.errors import HTTPError, InternalError
 from core.http.request_id import current_request_id
 
 logger = logging.getLogger("keel.http")
@@ -65,14 +65,7 @@ def keel_error_response(exc: HTTPError) -> Response:
 
 
 def install(app: Flask) -> None:
-    @app.before_request
-    def _refuse_large_bodies() -> None:
-        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse a
-        # declared oversize body up front so every route answers 413 the same way.
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        if limit is not None and request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge()
-
+    # A declared oversize body is refused (413) by the request pipeline (core.http.pipeline).
     @app.errorhandler(HTTPError)
     def _keel(exc: HTTPError) -> Response:
         if exc.status >= 500:

@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app, g
+from flask import Request, current_app, g, request
+from flask.ctx import _AppCtxGlobals
 
 from core.errors import HTTPError, Unauthorized
-from core.http.client import client_ip
+from core.http.client import request_ip
 from core.http.request_id import current_request_id
 from core.module import ActionContext
 
@@ -47,8 +48,8 @@ class Principal:
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-def check(req: Requirement) -> ActionContext:
-    """Enforce ``req`` for the current request; raise the first failing check's error.
+def check(requirement: Requirement) -> ActionContext:
+    """Enforce ``requirement`` for the current request; raise the first failing check's error.
 
     Errors are reported in this order: 403 ``banned`` (IP or principal) → 401 → 403
     ``forbidden`` → 429. Authentication and authorization are decided locally first; then ONE
@@ -56,26 +57,26 @@ def check(req: Requirement) -> ActionContext:
     the principal's token deny-list keys. A request that fails authentication or authorization
     counts only toward its IP's limit.
     """
-    from core.http import auth  # auth imports Principal/Requirement from here
-
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup each
+    ctx_g: _AppCtxGlobals = g._get_current_object()
     am = current_app.extensions["keel"]
-    ip = client_ip()
+    limiter = getattr(am, "limiter", None)
+    ip = request_ip(req, ctx_g, limiter.trusted_proxies if limiter is not None else None)
     principal: Principal | None = None
     auth_error: HTTPError | None = None
     try:
-        principal = auth.authenticate()
+        principal = auth.authenticate(req, ctx_g, am)
     except Unauthorized as exc:
-        if req.auth != "public":  # a public endpoint ignores a bad credential
+        if requirement.auth != "public":  # a public endpoint ignores a bad credential
             auth_error = exc
-    authz_error = auth.authorize(principal, req) if auth_error is None else None
-    limiter = getattr(am, "limiter", None)
+    authz_error = auth.authorize(principal, requirement) if auth_error is None else None
     revocation_values = None
     if limiter is not None:
         keys = auth.revocation_keys(principal) if principal is not None and limiter.using_redis else None
         outcome, _plan = limiter.check_request(
             ip,
             principal,
-            req,
+            requirement,
             identity_limits=auth_error is None and authz_error is None,
             revocation_keys=keys,
         )
@@ -90,7 +91,7 @@ def check(req: Requirement) -> ActionContext:
         try:
             auth.check_revocation(principal, revocation_values)
         except Unauthorized:
-            if req.auth != "public":
+            if requirement.auth != "public":
                 raise
             principal = None  # a public endpoint serves a revoked credential as anonymous
     if authz_error is not None:
@@ -100,6 +101,10 @@ def check(req: Requirement) -> ActionContext:
         if limited is not None:
             raise limited
     user, api_key = auth.context_identity(principal)
-    ctx = ActionContext(request_id=current_request_id(), client_ip=ip, action=req.name, user=user, api_key=api_key)
-    g.keel_identity = ctx.identity
+    rid = ctx_g.__dict__.get("keel_request_id") or current_request_id()
+    ctx = ActionContext(request_id=rid, client_ip=ip, action=requirement.name, user=user, api_key=api_key)
+    ctx_g.keel_identity = ctx.identity
     return ctx
+
+
+from core.http import auth  # noqa: E402  - auth imports Principal/Requirement from this module

@@ -1,31 +1,33 @@
-"""X-Request-ID: echo a valid incoming one, otherwise generate one (SPEC §3)."""
+"""X-Request-ID: echo a valid incoming one, otherwise generate one (SPEC §3).
+
+The pipeline (:mod:`core.http.pipeline`) assigns it once per request, before anything else,
+to ``g.keel_request_id``; :func:`current_request_id` reads it from there.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
-from flask import Flask, Response, g, request
+from flask import g, request
 
 HEADER = "X-Request-ID"
+ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # what request.headers[HEADER] reads
 _VALID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_urandom = os.urandom
+
+
+def new_request_id(incoming: str | None) -> str:
+    """``incoming`` (the client's ``X-Request-ID``) when valid, otherwise 32 random hex digits
+    (as random as a UUID4's, without building a UUID object)."""
+    if incoming and _VALID.match(incoming):
+        return incoming
+    return _urandom(16).hex()
 
 
 def current_request_id() -> str:
-    rid = g.get("keel_request_id")
+    ctx_g = g._get_current_object()  # one proxy lookup
+    rid = ctx_g.__dict__.get("keel_request_id")
     if rid is None:
-        incoming = request.headers.get(HEADER, "")
-        rid = incoming if _VALID.match(incoming) else uuid.uuid4().hex
-        g.keel_request_id = rid
+        rid = ctx_g.keel_request_id = new_request_id(request.environ.get(ENVIRON_KEY))
     return str(rid)
-
-
-def install(app: Flask) -> None:
-    @app.before_request
-    def _assign_request_id() -> None:
-        current_request_id()
-
-    @app.after_request
-    def _echo_request_id(response: Response) -> Response:
-        response.headers[HEADER] = current_request_id()
-        return response

@@ -31,16 +31,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 import redis as redis_lib
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g
 from flask.cli import AppGroup
+from flask.ctx import _AppCtxGlobals
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core import metrics
 from core.breaker import CLOSED, OPEN, CircuitBreaker, CircuitOpen
 from core.errors import Banned, NotFound, RateLimited, ServiceUnavailable, ValidationError
-from core.http.client import client_ip
+from core.http.client import request_ip
 from core.http.health import EXEMPT_ENDPOINTS
+from core.http.pipeline import pipeline
 from core.limits.bans import KINDS, BanRecords, bans_table
 from core.limits.memory import MemoryStore
 from core.limits.parse import Tier, parse_limit
@@ -101,6 +103,7 @@ class RateLimiterManager(Manager):
         self._sync_lock = threading.Lock()
         self._policy_headers: dict[tuple[Any, ...], str] = {}  # RateLimit-Policy by set of tiers
         self._next_sync = 0.0
+        self.trusted_proxies = 0
         self.rejections: Counter[str] = Counter()  # by level: ip, user, api_key, action, login, ...
         self.banned_requests: Counter[str] = Counter()  # refused because banned, by ban kind
         self.bans_issued: Counter[str] = Counter()  # new bans, by kind
@@ -147,8 +150,10 @@ class RateLimiterManager(Manager):
         self.records = BanRecords(am.db.sql, bans_table(am.db.metadata))
         # At app_started, after am.db.create_all() (priority 0) has created the bans table.
         am.hooks.register("app_started", self._restore_on_start, priority=5)
-        app.before_request(self._protect_route)
-        app.after_request(self._add_headers)
+        self.trusted_proxies = int(s["TRUSTED_PROXY_COUNT"])
+        steps = pipeline(app)  # one before/after hook pair for the whole framework
+        steps.add_before(self._protect_route)
+        steps.add_after(self._add_headers)
 
     def _restore_on_start(self, **_: Any) -> None:
         self._restore_bans(self.redis if self.redis is not None else self.memory)
@@ -283,11 +288,13 @@ class RateLimiterManager(Manager):
         """Bans (IP, principal), the IP limit, the principal's level, the action's own limit and
         the deny-list keys, in one store call. ``identity_limits=False`` (authentication or
         authorization failed) applies only the IP level. Headers are recorded on ``g``."""
+        ctx_g: _AppCtxGlobals = g._get_current_object()
         identities = [("ip", ip)]
         limits: list[LimitCheck] = []
-        if not g.get("keel_ip_limited", False):
-            limits.append(LimitCheck("ip", f"ip:{ip}", self.ip_tiers, 0))
-        blame, ident_key = 0, f"ip:{ip}"
+        ip_key = "ip:" + ip
+        if not ctx_g.__dict__.get("keel_ip_limited", False):
+            limits.append(LimitCheck("ip", ip_key, self.ip_tiers, 0))
+        blame, ident_key = 0, ip_key
         if principal is not None:
             identities.append((principal.kind, str(principal.id)))
             blame, ident_key = 1, f"{principal.kind}:{principal.id}"
@@ -302,7 +309,7 @@ class RateLimiterManager(Manager):
             # A non-action route whose before_request already checked this IP's ban and limit.
             return Outcome(ADMITTED, 0), plan
         outcome = self.evaluate(plan)
-        self._remember(outcome)
+        self._remember(outcome, ctx_g)
         return outcome, plan
 
     def banned_error(self, outcome: Outcome) -> Banned | None:
@@ -315,29 +322,35 @@ class RateLimiterManager(Manager):
             return RateLimited(retry_after=_seconds(outcome.retry_ms))
         return None
 
-    def _remember(self, outcome: Outcome) -> None:
+    def _remember(self, outcome: Outcome, ctx_g: _AppCtxGlobals | None = None) -> None:
         if outcome.states:
-            g.keel_rate_states = [*g.get("keel_rate_states", ()), *outcome.states]
+            if ctx_g is None:
+                ctx_g = g._get_current_object()
+            earlier = ctx_g.__dict__.get("keel_rate_states")
+            ctx_g.keel_rate_states = [*earlier, *outcome.states] if earlier else outcome.states
 
-    def _protect_route(self) -> None:
+    def _protect_route(self, req: Request, ctx_g: _AppCtxGlobals) -> None:
         """Ban check and IP limit for every non-action endpoint (module blueprints, /auth/*,
-        /actions listing, /openapi.json, /docs) except the probes."""
-        endpoint = request.endpoint
-        if endpoint is None or endpoint in EXEMPT_ENDPOINTS or request.path.startswith("/actions/"):
+        /actions listing, /openapi.json, /docs) except the probes. A step of the pipeline."""
+        rule = req.url_rule
+        if rule is None or rule.endpoint in EXEMPT_ENDPOINTS or req.path.startswith("/actions/"):
             return
-        ip = client_ip()
-        plan = Plan([("ip", ip)], [LimitCheck("ip", f"ip:{ip}", self.ip_tiers, 0)])
+        ip = request_ip(req, ctx_g, self.trusted_proxies)
+        plan = Plan([("ip", ip)], [LimitCheck("ip", "ip:" + ip, self.ip_tiers, 0)])
         outcome = self.evaluate(plan)
-        g.keel_ip_limited = True
-        self._remember(outcome)
-        error = self.banned_error(outcome) or self.limited_error(outcome)
-        if error is not None:
-            raise error
+        ctx_g.keel_ip_limited = True
+        self._remember(outcome, ctx_g)
+        if outcome.status != ADMITTED:
+            error = self.banned_error(outcome) or self.limited_error(outcome)
+            if error is not None:
+                raise error
 
-    def _add_headers(self, response: Response) -> Response:
-        states: list[TierState] | None = g.get("keel_rate_states")
+    def _add_headers(self, req: Request, ctx_g: _AppCtxGlobals, response: Response) -> None:
+        """The rate-limit headers of the tightest limit applied to this request (a step of the
+        pipeline)."""
+        states: list[TierState] | None = ctx_g.__dict__.get("keel_rate_states")
         if not states:
-            return response
+            return
         tight = tightest(states)
         limit, remaining, reset = (
             str(tight.tier.limit),
@@ -357,7 +370,6 @@ class RateLimiterManager(Manager):
         headers.add("X-RateLimit-Reset", reset)
         headers.add("RateLimit-Policy", policy)
         headers.add("RateLimit", f'"{_policy_name(tight)}";r={remaining};t={reset}')
-        return response
 
     # -- login (called by the auth module) ---------------------------------------------------
     def login_attempt(self, username: str, ip: str) -> None:
