@@ -20,8 +20,11 @@ $(BIN)/.dev-installed: requirements.txt requirements-dev.txt
 run: $(BIN)/.run-installed
 	$(BIN)/python app.py
 
+# Coverage of core/ with the floor in pyproject.toml; `make test COV_ARGS= PYTEST_ARGS=tests/core` for a subset.
+COV_ARGS ?= --cov=core --cov-report=term:skip-covered
+
 test: $(BIN)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(COV_ARGS) $(PYTEST_ARGS)
 
 lint: $(BIN)/.dev-installed
 	$(BIN)/ruff check core config modules tests bench app.py

@@ -24,6 +24,8 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self.policy = policy
+        self._pid = os.getpid()
+        self._free: list[Any] = []  # idle connections of _command
 
     # -- keys -------------------------------------------------------------------------------
     def ban_key(self, kind: str, identifier: str) -> str:
@@ -84,16 +86,41 @@ class RedisStore:
         )
 
     def _command(self, *args: Any) -> Any:
-        """One command on a pooled connection: what ``Redis.execute_command`` does minus its
-        retry wrapper and per-call bookkeeping (the limiter never retries: the breaker decides),
-        which is a sixth of the CPU of this hot call."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        """One command on one of the store's own connections.
+
+        The limiter never retries (the breaker decides) and runs one command per request, so
+        it keeps its own small free list of connections instead of going through the client's
+        pool (whose ``get_connection``/``release`` — a lock, a pid check, a readiness poll
+        syscall and observability counters — cost more CPU than packing and parsing the call).
+        ``list.pop``/``append`` are atomic, so threads share the list safely; a connection is
+        only returned to it after a complete reply (redis-py disconnects one whose reply was
+        cut short, and it reconnects on its next command)."""
+        if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
+            self._pid, self._free = os.getpid(), []
+        free = self._free
+        try:
+            conn = free.pop()
+        except IndexError:
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
         try:
             conn.send_command(*args)
-            return conn.read_response()
-        finally:
-            pool.release(conn)
+            reply = conn.read_response()
+        except redis_lib.ResponseError:
+            free.append(conn)  # an error reply (NOSCRIPT, a script error): the connection is fine
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        free.append(conn)
+        return reply
+
+    def close(self) -> None:
+        """Close the store's connections (and the client's pool)."""
+        free, self._free = self._free, []
+        for conn in free:
+            conn.disconnect()
+        self.client.close()
 
     # -- bans -------------------------------------------------------------------------------
     def set_ban(

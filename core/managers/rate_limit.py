@@ -564,7 +564,7 @@ class RateLimiterManager(Manager):
 
     def dispose(self) -> None:
         if self.redis is not None:
-            self.redis.client.close()
+            self.redis.close()
 
 
 def _seconds(ms: int) -> int:
