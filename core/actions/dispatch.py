@@ -100,12 +100,15 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
 def _read_body(request: Request) -> Any:
     """The JSON body, or ``NO_BODY`` when there is none. 413 over MAX_CONTENT_LENGTH, 415 when the
     body is not JSON, 400 when it does not parse (including nesting too deep to parse)."""
-    if not request.content_length and request.headers.get("Transfer-Encoding") is None:
+    environ = request.environ
+    # No Content-Length (or an invalid/zero one, which reads as empty below) and no
+    # Transfer-Encoding: no body. Read from the environ: request.content_length re-parses.
+    if not environ.get("CONTENT_LENGTH") and environ.get("HTTP_TRANSFER_ENCODING") is None:
         return NO_BODY
     data = request.get_data(cache=True)
     if not data:
         return NO_BODY
-    if not request.is_json:
+    if environ.get("CONTENT_TYPE") != "application/json" and not request.is_json:  # fast path first
         raise UnsupportedMediaType()
     try:
         return json.loads(data, object_pairs_hook=_unique_keys)
@@ -168,7 +171,7 @@ def _collect(request: Request, action: CompiledAction, method: str, path_values:
                     failed.add(key)
                     continue
                 values[key] = value
-    elif request.content_length and request.mimetype and not request.is_json:
+    elif request.environ.get("CONTENT_LENGTH") and request.content_length and request.mimetype and not request.is_json:
         raise UnsupportedMediaType()
     return action.params.validate(values, details or None, failed)
 

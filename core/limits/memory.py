@@ -58,10 +58,11 @@ class MemoryStore:
         logs: list[list[int]] = []
         for li, check in enumerate(plan.limits):
             log = self._logs.setdefault(check.key, [])
-            maxw = max(t.window_ms for t in check.tiers)
+            tiers = check.tiers
+            maxw = tiers[0].window_ms if len(tiers) == 1 else max([t.window_ms for t in tiers])
             del log[: bisect.bisect_right(log, now - maxw)]  # entries <= now - maxw are out
             logs.append(log)
-            for tier in check.tiers:
+            for tier in tiers:
                 first = bisect.bisect_right(log, now - tier.window_ms)  # first entry in the window
                 count = len(log) - first
                 full = count >= tier.limit

@@ -42,11 +42,12 @@ class RedisStore:
 
     # -- the one round trip -----------------------------------------------------------------
     def evaluate(self, plan: Plan) -> Outcome:
+        prefix = self.prefix
         keys: list[str] = []
-        for kind, ident in plan.identities:
-            keys += [self.ban_key(kind, ident), self.viol_key(kind, ident), self.strikes_key(kind, ident)]
+        for kind, ident in plan.identities:  # ban_key, viol_key, strikes_key (inlined: hot path)
+            keys += [f"{prefix}ban:{kind}:{ident}", f"{prefix}viol:{kind}:{ident}", f"{prefix}strikes:{kind}:{ident}"]
         keys += plan.revocation_keys
-        keys += [self.log_key(c.key) for c in plan.limits]
+        keys += [f"{prefix}rl:{c.key}" for c in plan.limits]  # log_key
         p = self.policy
         args: list[Any] = [
             os.urandom(8).hex(),

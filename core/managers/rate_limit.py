@@ -101,7 +101,8 @@ class RateLimiterManager(Manager):
         self._hooks: Any = None
         self._counter_lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._policy_headers: dict[tuple[Any, ...], str] = {}  # RateLimit-Policy by set of tiers
+        # RateLimit-Policy by the identity of the applied tiers (see _add_headers)
+        self._policy_headers: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
         self._next_sync = 0.0
         self.trusted_proxies = 0
         self.rejections: Counter[str] = Counter()  # by level: ip, user, api_key, action, login, ...
@@ -357,12 +358,17 @@ class RateLimiterManager(Manager):
             str(max(0, tight.remaining)),
             str(_seconds(tight.reset_ms)),
         )
-        policies = tuple((st.check.level, st.check.tiers, st.tier) for st in states)
-        policy = self._policy_headers.get(policies)
-        if policy is None:
+        # Tiers are shared objects (parse_limit is cached), so the policy text is looked up by
+        # their identity: hashing the Tier dataclasses costs more than building these headers.
+        # The entry keeps the tiers alive, so an id in a key is never reused by another object.
+        key = tuple([(st.check.level, id(st.check.tiers), id(st.tier)) for st in states])
+        entry = self._policy_headers.get(key)
+        if entry is None:
             policy = ", ".join(f'"{_policy_name(st)}";q={st.tier.limit};w={st.tier.window_s}' for st in states)
+            entry = (policy, [(st.check.tiers, st.tier) for st in states])
             if len(self._policy_headers) < 1024:
-                self._policy_headers[policies] = policy
+                self._policy_headers[key] = entry
+        policy = entry[0]
         # add(), not set(): these headers are set nowhere else, and add() skips a scan
         headers = response.headers
         headers.add("X-RateLimit-Limit", limit)

@@ -1,0 +1,64 @@
+"""The request pipeline (core/http/pipeline.py): one hook pair, the same steps in the same order.
+
+The framework's per-request parts (request id, timer, 413, the limiter's route protection and
+headers, the metrics, the access log) run from ONE before_request and ONE after_request; these
+tests pin what a client sees when a step refuses the request part-way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from core.http.pipeline import pipeline
+
+
+def requests_counted(label: str, status: int) -> float:
+    value = REGISTRY.get_sample_value("keel_requests_total", {"action": label, "status": str(status)})
+    return value or 0.0
+
+
+def test_framework_registers_one_hook_pair(app: Any) -> None:
+    assert len(app.before_request_funcs[None]) == 1
+    assert len(app.after_request_funcs[None]) == 1
+    steps = pipeline(app)
+    # the limiter's route protection; its headers, then the metrics (registered after it)
+    assert [s.__name__ for s in steps.before] == ["_protect_route"]
+    assert [getattr(s, "__name__", type(s).__name__) for s in steps.after] == ["_add_headers", "_RequestCounter"]
+
+
+def test_a_request_refused_by_the_limiter_step_keeps_every_header(make_app: Any) -> None:
+    app = make_app(RATE_LIMIT_IP="2/minute")
+    client = app.test_client()
+    before = requests_counted("keel_actions.list_actions", 429)
+    for _ in range(2):
+        assert client.get("/actions").status_code == 200
+    refused = client.get("/actions", headers={"X-Request-ID": "trace-42"})
+    assert refused.status_code == 429
+    body = refused.get_json()
+    assert body["error"]["code"] == "rate_limited"
+    assert body["request_id"] == refused.headers["X-Request-ID"] == "trace-42"
+    assert refused.headers["X-RateLimit-Limit"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit-Policy"] == '"ip";q=2;w=60'
+    assert requests_counted("keel_actions.list_actions", 429) == before + 1
+
+
+def test_request_ids_are_fresh_and_invalid_ones_replaced(client: Any) -> None:
+    ids = {client.get("/healthz").headers["X-Request-ID"] for _ in range(20)}
+    assert len(ids) == 20
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+    replaced = client.get("/healthz", headers={"X-Request-ID": "bad id!"}).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced)
+
+
+def test_oversize_body_is_refused_before_the_limiter_counts_it(make_app: Any) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=100, RATE_LIMIT_IP="1/minute")
+    client = app.test_client()
+    big = client.post("/actions", data="x" * 200, content_type="application/json")
+    assert big.status_code == 413
+    assert "X-RateLimit-Limit" not in big.headers  # refused before the limiter step ran
+    assert client.get("/actions").status_code == 200  # the 413 did not use the IP's one request
