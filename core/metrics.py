@@ -37,8 +37,6 @@ LATENCY = Histogram(
 )
 RATE_LIMITED = Counter("keel_rate_limit_rejections_total", "Requests rejected by a rate limit", ["level"])
 BANS = Counter("keel_bans_total", "Identities banned", ["kind"])
-WS_CONNECTIONS = Gauge("keel_websocket_connections", "Open Socket.IO connections", multiprocess_mode="livesum")
-WS_MESSAGES = Counter("keel_websocket_messages_total", "Socket.IO messages received", ["event"])
 DB_POOL_IN_USE = Gauge("keel_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
 VAULT_FALLBACK = Counter("keel_vault_fallback_total", "Secret reads served from cache or a fallback source")
 ACTION_RELOADS = Counter("keel_actions_reloads_total", "Action files reloaded")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from core.http import errors, health
+from core.http import cors, errors, health
 from core.http.pipeline import Pipeline
 
 
-def install(app: Flask) -> None:
-    Pipeline(app)  # the one before_request/after_request pair; managers add their steps to it
+def install(app: Flask, cors_origins: list[str]) -> None:
+    pipe = Pipeline(app)  # the one before_request/after_request pair; managers add their steps to it
+    cors.install(pipe, cors_origins)  # first: a preflight is answered before limits and auth
     errors.install(app)
     app.register_blueprint(health.bp)

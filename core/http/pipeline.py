@@ -32,7 +32,7 @@ from core.http.request_id import ENVIRON_KEY, HEADER, new_request_id
 
 EXTENSION = "keel.pipeline"
 
-BeforeStep = Callable[[Request, _AppCtxGlobals], None]
+BeforeStep = Callable[[Request, _AppCtxGlobals], Response | None]
 AfterStep = Callable[[Request, _AppCtxGlobals, Response], None]
 
 _perf_counter = time.perf_counter
@@ -42,7 +42,7 @@ class Pipeline:
     """The request steps of one app (one instance per app, in ``app.extensions``)."""
 
     def __init__(self, app: Flask) -> None:
-        self.app = app
+        self._config = app.config  # the config, not the app: extensions keep no self.app
         self.before: list[BeforeStep] = []
         self.after: list[AfterStep] = []
         app.extensions[EXTENSION] = self
@@ -51,7 +51,8 @@ class Pipeline:
 
     def add_before(self, step: BeforeStep) -> None:
         """Run ``step(request, g)`` before every request, after the built-in steps; it may raise
-        a :mod:`core.errors` HTTP error to answer instead of the view."""
+        a :mod:`core.errors` HTTP error, or return a response, to answer instead of the view
+        (the after steps still run)."""
         self.before.append(step)
 
     def add_after(self, step: AfterStep) -> None:
@@ -59,7 +60,7 @@ class Pipeline:
         before the access log and the request id header."""
         self.after.append(step)
 
-    def _before(self) -> None:
+    def _before(self) -> Response | None:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
         ctx_g: _AppCtxGlobals = g._get_current_object()
         environ = req.environ
@@ -68,12 +69,15 @@ class Pipeline:
         # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse a
         # declared oversize body up front so every route answers 413 the same way.
         if environ.get("CONTENT_LENGTH"):
-            limit = self.app.config.get("MAX_CONTENT_LENGTH")
+            limit = self._config.get("MAX_CONTENT_LENGTH")
             length = req.content_length
             if limit is not None and length is not None and length > limit:
                 raise PayloadTooLarge()
         for step in self.before:
-            step(req, ctx_g)
+            answer = step(req, ctx_g)
+            if answer is not None:
+                return answer
+        return None
 
     def _after(self, response: Response) -> Response:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
