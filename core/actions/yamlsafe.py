@@ -40,7 +40,14 @@ class Problem:
     message: str
 
     def format(self, display: str) -> str:
-        return f"{display}:{self.line}:{self.col}: {self.key}: {self.message}"
+        """``path:line:col: key.path: message`` (SPEC §4.2). Inside an action the key path is
+        relative to it (``params.priority.type``): the line already says which action."""
+        key = self.key
+        if key.startswith("actions."):
+            parts = key.split(".", 2)
+            if len(parts) == 3:
+                key = parts[2]
+        return f"{display}:{self.line}:{self.col}: {key}: {self.message}"
 
 
 class Node:

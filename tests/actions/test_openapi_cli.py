@@ -137,7 +137,7 @@ def test_cli_validate_paths_with_errors(app: Any, tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["actions", "validate", str(bad), str(good), str(clash)])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert lines[0] == f"{bad}:6:11: actions.x.auth: 'nobody' is not one of public, user, api_key, any"
+    assert lines[0] == f"{bad}:6:11: auth: 'nobody' is not one of public, user, api_key, any"
     assert lines[1].startswith(f"{clash}:4:3: actions.echo: action 'echo' is already defined in ")
     assert lines[-1] == "2 error(s) in 3 file(s)"
     ok = app.test_cli_runner().invoke(args=["actions", "validate", str(good)])

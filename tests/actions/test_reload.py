@@ -119,7 +119,7 @@ def test_bad_save_keeps_last_good_then_fix_recovers(live: tuple[Any, Recorder], 
     settle_polls()
     assert len(rec.failed) == 1 and rec.reloaded == []
     assert rec.failed[0]["errors"] == [
-        f"{actions_dir / 'demo.yaml'}:10:24: actions.echo.params.priority.type: 'int' is not one of string, "
+        f"{actions_dir / 'demo.yaml'}:10:24: params.priority.type: 'int' is not one of string, "
         "integer, number, boolean, array, object (did you mean 'integer'?)"
     ]
     assert client.get("/actions/echo?title=x&priority=2").status_code == 200
