@@ -97,7 +97,7 @@ def check_password(password: Any) -> list[dict[str, str]]:
 
 
 def check_username(username: Any) -> list[dict[str, str]]:
-    if not isinstance(username, str) or not USERNAME_RE.match(username):
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         return [
             {
                 "param": "username",
@@ -140,8 +140,11 @@ class UserStore:
         )
 
     def get(self, user_id: int) -> User | None:
+        user_id = int(user_id)
+        if not -(2**63) <= user_id < 2**63:  # no such row; the database driver would overflow
+            return None
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.table).where(self.table.c.id == int(user_id))).first()
+            row = conn.execute(sa.select(self.table).where(self.table.c.id == user_id)).first()
         return self._row(row) if row is not None else None
 
     def by_username(self, username: str) -> User | None:
@@ -183,7 +186,7 @@ class UserStore:
         self, username: str, password: str, *, email: str | None = None, roles: tuple[str, ...] = ("user",)
     ) -> User:
         problems = check_username(username) + check_password(password)
-        if email is not None and (not isinstance(email, str) or not EMAIL_RE.match(email)):
+        if email is not None and (not isinstance(email, str) or not EMAIL_RE.fullmatch(email)):
             problems.append({"param": "email", "message": "must be an email address"})
         if problems:
             raise ValidationError(details=problems)

@@ -224,6 +224,7 @@ _INIT_JS = """window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: "openapi.json",
     dom_id: "#swagger-ui",
+    validatorUrl: null,
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "StandaloneLayout"

@@ -116,9 +116,12 @@ def _action_operations(action: CompiledAction) -> tuple[str, dict[str, Any]]:
             "security": SECURITY_BY_AUTH[spec.auth],
             "responses": {
                 "200": {"description": "Success", "content": {"application/json": {"schema": success}}},
+                # a handler may answer 201 (ctx.status) when it created something
+                "201": {"description": "Created", "content": {"application/json": {"schema": success}}},
                 "400": ERROR_REF,
                 "404": ERROR_REF,
                 "405": ERROR_REF,
+                "409": ERROR_REF,  # handlers raise Conflict (duplicate, transition, version)
                 "429": ERROR_REF,
                 "500": ERROR_REF,
                 "503": ERROR_REF,

@@ -20,7 +20,7 @@ _urandom = os.urandom
 def new_request_id(incoming: str | None) -> str:
     """``incoming`` (the client's ``X-Request-ID``) when valid, otherwise 32 random hex digits
     (as random as a UUID4's, without building a UUID object)."""
-    if incoming and _VALID.match(incoming):
+    if incoming and _VALID.fullmatch(incoming):
         return incoming
     return _urandom(16).hex()
 

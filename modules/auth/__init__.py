@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from core import BaseModule
+from core.actions.openapi import ERROR_REF
 from core.errors import (
     BadRequest,
     Forbidden,
@@ -25,7 +26,7 @@ from core.http import auth as http_auth
 from core.http.guard import Requirement, check
 from core.http.request_id import current_request_id
 from core.module import ActionContext
-from core.users import USERNAME_RE
+from core.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE
 
 audit = logging.getLogger("keel.audit")
 
@@ -58,7 +59,36 @@ def _required(body: dict[str, Any], *names: str) -> None:
 
 def _safe_username(value: Any) -> str:
     """For the audit log: the name if it looks like one (never a pasted password or token)."""
-    return value if isinstance(value, str) and USERNAME_RE.match(value) and len(value) <= 64 else "<invalid>"
+    return value if isinstance(value, str) and USERNAME_RE.fullmatch(value) and len(value) <= 64 else "<invalid>"
+
+
+_STR = {"type": "string"}
+_BEARER = [{"bearerAuth": []}]
+
+
+def _openapi(
+    view: Any,
+    security: list[Any],
+    status: int = 200,
+    body: dict[str, Any] | None = None,
+    required: tuple[str, ...] = (),
+) -> None:
+    """Describe a route in /openapi.json (merged by core.actions.openapi): who may call it, its
+    JSON body, its success status; errors are the SPEC §3 shape."""
+    success = {"type": "object", "required": ["success", "request_id"], "properties": {"success": {"const": True}}}
+    doc: dict[str, Any] = {
+        "security": security,
+        "responses": {
+            str(status): {"description": "Success", "content": {"application/json": {"schema": success}}},
+            "default": ERROR_REF,
+        },
+    }
+    if body is not None:
+        schema: dict[str, Any] = {"type": "object", "properties": body}
+        if required:
+            schema["required"] = list(required)
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    view.__keel_openapi__ = doc
 
 
 class Auth(BaseModule):
@@ -177,3 +207,25 @@ class Auth(BaseModule):
                 key_id, owner_id=user["id"], admin=http_auth.ADMIN_ROLE in user["roles"], actor=ctx.identity
             )
             return _reply(revoked=key_id)
+
+        credentials = {"username": _STR, "password": _STR}
+        new_user = {
+            "username": {"type": "string", "pattern": USERNAME_RE.pattern},
+            "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+            "email": {"type": "string", "format": "email"},
+        }
+        _openapi(register, [], 201, new_user, ("username", "password"))
+        _openapi(login, [], 200, credentials, ("username", "password"))
+        _openapi(refresh, [], 200, {"refresh_token": _STR}, ("refresh_token",))
+        _openapi(logout, _BEARER)
+        _openapi(logout_all, _BEARER)
+        _openapi(me, _BEARER)
+        key_body = {
+            "name": _STR,
+            "scopes": {"type": "array", "items": _STR},
+            "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+            "owner_id": {"type": ["integer", "string"]},
+        }
+        _openapi(create_api_key, _BEARER, 201, key_body, ("name",))
+        _openapi(list_api_keys, _BEARER)
+        _openapi(revoke_api_key, _BEARER)
