@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,9 @@ def am(app: Any) -> Any:
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throw-away database on the running server, dropped at the end of the session."""
+@contextmanager
+def throwaway_database(prefix: str = "keel_test") -> Iterator[str]:
+    """A database of its own on the running server (its URL), dropped on exit."""
     import sqlalchemy as sa
 
     admin_url = sa.make_url(TEST_DATABASE_URL)
@@ -111,7 +112,7 @@ def postgres_url() -> Iterator[str]:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         unavailable(f"PostgreSQL not reachable at {admin_url.render_as_string(hide_password=True)}: {exc}")
-    name = f"keel_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
@@ -120,6 +121,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away database on the running server, dropped at the end of the session."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, TEST_DATABASE_URL, free_port, unavailable
+from tests.conftest import ROOT, free_port, throwaway_database
 
 ADMIN_PASSWORD = "multiprocess-admin-password"
 
@@ -160,27 +160,9 @@ def _stop(inst: Instance) -> None:
         inst.proc.wait(10)
 
 
-@contextmanager
-def _fresh_database() -> Iterator[str]:
+def _fresh_database() -> Any:
     """A database of our own (other areas truncate the session's shared one after each test)."""
-    import sqlalchemy as sa
-
-    admin_url = sa.make_url(TEST_DATABASE_URL)
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        unavailable(f"PostgreSQL not reachable: {type(exc).__name__}")
-    name = f"keel_mp_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return throwaway_database("keel_mp")
 
 
 @pytest.fixture(scope="session")
