@@ -11,6 +11,7 @@ from flask import Flask
 from config import load_settings
 from core import http, metrics
 from core.app_manager import AppManager
+from core.cli import register_cli
 from core.logs import configure_logging
 
 logger = logging.getLogger("keel")
@@ -64,13 +65,8 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
         raise
     metrics.install(app)
     try:
-        am.modules.load(app, am)
-        if hasattr(am, "actions"):
-            am.actions.load()
-        from core.cli import register_cli
-
         register_cli(app)
-        am.hooks.trigger("app_started", app_manager=am)
+        am.start()
     except BaseException:
         # The start failed after managers were built: release their connections and threads
         # before the error propagates (the caller never gets an app to dispose).

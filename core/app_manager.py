@@ -7,95 +7,88 @@ order, find each other through it (``am.redis``, ``am.db``, ...), and are dispos
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from flask import Flask, current_app
 from werkzeug.local import LocalProxy
 
 from config import Settings
-
-if TYPE_CHECKING:
-    from core.managers.hooks import HooksManager
-    from core.managers.modules import ModuleManager
-    from core.managers.services import ServicesManager
+from core.managers.actions import ActionManager
+from core.managers.api_keys import ApiKeyManager
+from core.managers.base import Manager
+from core.managers.crypto import CryptoManager
+from core.managers.database import DatabaseManager
+from core.managers.hooks import HooksManager
+from core.managers.jwt import JWTManager
+from core.managers.modules import ModuleManager
+from core.managers.rate_limit import RateLimiterManager
+from core.managers.redis import RedisManager
+from core.managers.services import ServicesManager
+from core.managers.state import StateManager
+from core.managers.vault import VaultManager
 
 logger = logging.getLogger(__name__)
 
-# (attribute, "module:Class") in dependency order: a manager may use the ones above it.
-MANAGERS: list[tuple[str, str]] = [
-    ("hooks", "core.managers.hooks:HooksManager"),
-    ("services", "core.managers.services:ServicesManager"),
-    ("vault", "core.managers.vault:VaultManager"),
-    ("redis", "core.managers.redis:RedisManager"),
-    ("db", "core.managers.database:DatabaseManager"),
-    ("crypto", "core.managers.crypto:CryptoManager"),
-    ("state", "core.managers.state:StateManager"),
-    ("jwt", "core.managers.jwt:JWTManager"),
-    ("api_keys", "core.managers.api_keys:ApiKeyManager"),
-    ("limiter", "core.managers.rate_limit:RateLimiterManager"),
-    ("websocket", "core.managers.websocket:WebSocketManager"),
-    ("actions", "core.managers.actions:ActionManager"),
-    ("modules", "core.managers.modules:ModuleManager"),
-]
-
-
-def _load_class(path: str) -> Any:
-    module, _, cls = path.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def available_managers() -> list[tuple[str, Any]]:
-    """The manager classes that exist in this build, in order."""
-    out = []
-    for attr, path in MANAGERS:
-        try:
-            out.append((attr, _load_class(path)))
-        except ModuleNotFoundError as exc:
-            if exc.name != path.partition(":")[0]:
-                raise
-    return out
-
 
 class AppManager:
-    """Holds the settings and the managers of one Flask app."""
+    """Holds the settings and the managers of one Flask app, in dependency order: each
+    manager's ``init_app`` may use the ones declared above it (see core/managers/base.py)."""
 
     hooks: HooksManager
     services: ServicesManager
+    vault: VaultManager
+    redis: RedisManager
+    db: DatabaseManager
+    crypto: CryptoManager
+    state: StateManager
+    jwt: JWTManager
+    api_keys: ApiKeyManager
+    limiter: RateLimiterManager
+    actions: ActionManager
     modules: ModuleManager
 
     def __init__(self, app: Flask, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
         self.version = _version()
-        self._managers: dict[str, Any] = {}
+        self._managers: dict[str, Manager] = {}
         self._disposed = False
         self._dispose_lock = threading.Lock()
         app.extensions["keel"] = self
-        for attr, cls in available_managers():
-            manager = cls()
-            # Visible before init_app so that a manager's init_app can use the ones above it.
-            self._managers[attr] = manager
-            setattr(self, attr, manager)
-            try:
-                manager.init_app(app)
-            except BaseException:
-                # The start is stopped: release what the managers built so far (threads,
-                # pools) in reverse order before the error propagates.
-                self._dispose_managers()
-                raise
+        try:
+            self.hooks = self._declare(app, "hooks", HooksManager())
+            self.services = self._declare(app, "services", ServicesManager())
+            self.vault = self._declare(app, "vault", VaultManager())
+            self.redis = self._declare(app, "redis", RedisManager())
+            self.db = self._declare(app, "db", DatabaseManager())
+            self.crypto = self._declare(app, "crypto", CryptoManager())
+            self.state = self._declare(app, "state", StateManager())
+            self.jwt = self._declare(app, "jwt", JWTManager())
+            self.api_keys = self._declare(app, "api_keys", ApiKeyManager())
+            self.limiter = self._declare(app, "limiter", RateLimiterManager())
+            self.actions = self._declare(app, "actions", ActionManager())
+            self.modules = self._declare(app, "modules", ModuleManager())
+        except BaseException:
+            # The start is stopped: release what was declared so far, in reverse order.
+            self._dispose_managers()
+            raise
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for managers not built in this version: say so instead of AttributeError.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise AttributeError(f"AppManager has no manager {name!r} (have: {', '.join(self._managers)})")
+    def _declare(self, app: Flask, attr: str, manager: Any) -> Any:
+        self._managers[attr] = manager
+        manager.init_app(app, self)
+        return manager
+
+    def start(self) -> None:
+        """``start()`` every manager in order (once all are declared), then ``app_started``."""
+        for manager in self._managers.values():
+            manager.start()
+        self.hooks.trigger("app_started", app_manager=self)
 
     @property
-    def managers(self) -> dict[str, Any]:
+    def managers(self) -> dict[str, Manager]:
         return dict(self._managers)
 
     def health(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from core.http.pipeline import pipeline
+from core.http.state import get_state
 
 REQUESTS = Counter("keel_requests_total", "HTTP requests", ["action", "status"])
 LATENCY = Histogram(
@@ -89,8 +90,8 @@ class _RequestCounter:
         endpoint = req.endpoint
         if endpoint == "keel_metrics.metrics":
             return
-        values = ctx_g.__dict__
-        label = values.get("keel_action") or endpoint or "unmatched"
+        state = get_state(ctx_g)
+        label = state.action or endpoint or "unmatched"
         status = response.status_code
         child = self._requests.get((label, status))
         if child is None:
@@ -98,7 +99,7 @@ class _RequestCounter:
             if len(self._requests) < self.MAX_CHILDREN:
                 self._requests[(label, status)] = child
         child.inc()
-        started = values.get("keel_started")
+        started = state.started
         if started is not None:
             latency = self._latency.get(label)
             if latency is None:
@@ -112,7 +113,7 @@ def install(app: Flask) -> None:
     """Register ``/metrics``, request counting (a step of the request pipeline) and the hook
     listeners of this app.
 
-    Request latency is measured from ``g.keel_started``, set by the pipeline."""
+    Request latency is measured from the request state's ``started``, set by the pipeline."""
     app.register_blueprint(bp)
     pipeline(app).add_after(_RequestCounter())
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Request, Response, current_app, g, request, send_from_directory
+from flask import Blueprint, Request, Response, current_app, request, send_from_directory
 
 from core.actions.params import CoercionError
 from core.errors import (
@@ -25,6 +25,7 @@ from core.errors import (
 )
 from core.http import guard
 from core.http.request_id import current_request_id
+from core.http.state import get_state
 
 if TYPE_CHECKING:
     from core.actions.registry import CompiledAction
@@ -68,7 +69,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
         if action.spec.path:
             raise NotFound(f"Action {name!r} is called as /actions/{name}/{action.spec.path}.")
         raise NotFound(f"Action {name!r} takes no path parameters.")
-    g.keel_action = name
+    get_state().action = name
     am = manager.app_manager
     if am.modules.state(action.module) != STARTED:
         raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")

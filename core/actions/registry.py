@@ -19,7 +19,7 @@ from typing import Any
 from core.actions.params import Param, ParamSet
 from core.actions.schema import CONVERTERS, ActionSpec, Resolver, check_document
 from core.actions.yamlsafe import Problem, parse_tree, read_source
-from core.http.guard import Requirement
+from core.auth.identity import Requirement
 
 Handler = Callable[[dict[str, Any], Any], Any]
 Binder = Callable[[str, str], Handler]

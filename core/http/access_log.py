@@ -1,7 +1,7 @@
 """One log line per request (SPEC §11): method, path, status, duration, request id, identity,
 action. Written to the ``keel.access`` logger by the request pipeline
 (:mod:`core.http.pipeline`), which checks ``logger.isEnabledFor(INFO)`` first;
-``g.keel_started`` is also what the metrics use.
+``the request state`` is also what the metrics use.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from typing import Any
 from flask import Request, current_app, g, request
 from flask.ctx import _AppCtxGlobals
 
+from core.auth.identity import Principal, Requirement
 from core.errors import Forbidden, HTTPError, Unauthorized
-from core.http.guard import Principal, Requirement
+from core.http.state import get_state
 
 ADMIN_ROLE = "admin"
-_UNSET = object()
 
 
 def _am() -> Any:
@@ -39,20 +39,20 @@ def authenticate(req: Request | None = None, ctx_g: _AppCtxGlobals | None = None
     """
     if ctx_g is None:
         ctx_g = g._get_current_object()
-    cached = ctx_g.__dict__.get("keel_principal", _UNSET)
-    if cached is not _UNSET:
-        if isinstance(cached, Unauthorized):
+    state = get_state(ctx_g)
+    if state.authenticated:
+        if state.auth_error is not None:
             raise Unauthorized()
-        principal: Principal | None = cached
+        principal: Principal | None = state.principal
         return principal
     if req is None:
         req = request._get_current_object()  # type: ignore[attr-defined]
     try:
         principal = _authenticate(req, am)
-    except Unauthorized:
-        ctx_g.keel_principal = Unauthorized()
+    except Unauthorized as exc:
+        state.authenticated, state.auth_error = True, exc
         raise
-    ctx_g.keel_principal = principal
+    state.authenticated, state.principal = True, principal
     return principal
 
 

@@ -7,6 +7,8 @@ import ipaddress
 from flask import Request, current_app, g, request
 from flask.ctx import _AppCtxGlobals
 
+from core.http.state import get_state
+
 
 def client_ip(req: Request | None = None) -> str:
     """SPEC §7: ``X-Forwarded-For`` is used only with ``TRUSTED_PROXY_COUNT=n``, and then
@@ -23,13 +25,13 @@ def request_ip(req: Request, ctx_g: _AppCtxGlobals, trusted: int | None = None) 
     """:func:`client_ip` of the current request given the real ``request`` and ``g`` objects
     (the pipeline's steps hold them); ``trusted`` = ``TRUSTED_PROXY_COUNT`` when the caller
     has it at hand."""
-    cached = ctx_g.__dict__.get("keel_client_ip")
-    if cached is not None:
-        return str(cached)
+    state = get_state(ctx_g)
+    if state.client_ip is not None:
+        return state.client_ip
     if trusted is None:
         trusted = int(current_app.extensions["keel"].settings["TRUSTED_PROXY_COUNT"])
     ip = _resolve(req, trusted)
-    ctx_g.keel_client_ip = ip
+    state.client_ip = ip
     return ip
 
 

@@ -13,39 +13,15 @@ Seams (each filled by its own manager):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from flask import Request, current_app, g, request
 from flask.ctx import _AppCtxGlobals
 
+from core.auth.identity import Principal, Requirement
 from core.errors import HTTPError, Unauthorized
+from core.http import auth
 from core.http.client import request_ip
-from core.http.request_id import current_request_id
+from core.http.state import get_state
 from core.module import ActionContext
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """What an endpoint asks of its caller."""
-
-    auth: str = "any"  # public | user | api_key | any
-    roles: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    rate_limit: str | None = None  # extra per-identity limit, "10/minute;100/hour"
-    name: str = ""  # the action (or endpoint) name, for per-action limits and logs
-
-
-@dataclass
-class Principal:
-    """An authenticated caller: a user (from a JWT) or an API key."""
-
-    kind: str  # "user" | "api_key"
-    id: str
-    name: str
-    roles: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    claims: dict[str, Any] = field(default_factory=dict)
 
 
 def check(requirement: Requirement) -> ActionContext:
@@ -101,10 +77,9 @@ def check(requirement: Requirement) -> ActionContext:
         if limited is not None:
             raise limited
     user, api_key = auth.context_identity(principal)
-    rid = ctx_g.__dict__.get("keel_request_id") or current_request_id()
-    ctx = ActionContext(request_id=rid, client_ip=ip, action=requirement.name, user=user, api_key=api_key)
-    ctx_g.keel_identity = ctx.identity
+    state = get_state(ctx_g)
+    ctx = ActionContext(request_id=state.request_id, client_ip=ip, action=requirement.name, user=user, api_key=api_key)
+    state.identity = ctx.identity
     return ctx
 
 
-from core.http import auth  # noqa: E402  - auth imports Principal/Requirement from this module

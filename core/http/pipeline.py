@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from flask.ctx import _AppCtxGlobals
@@ -29,6 +28,7 @@ from flask.ctx import _AppCtxGlobals
 from core.errors import PayloadTooLarge
 from core.http import access_log
 from core.http.request_id import ENVIRON_KEY, HEADER, new_request_id
+from core.http.state import RequestState, get_state
 
 EXTENSION = "keel.pipeline"
 
@@ -64,8 +64,7 @@ class Pipeline:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
         ctx_g: _AppCtxGlobals = g._get_current_object()
         environ = req.environ
-        ctx_g.keel_request_id = new_request_id(environ.get(ENVIRON_KEY))
-        ctx_g.keel_started = _perf_counter()
+        ctx_g.keel = RequestState(new_request_id(environ.get(ENVIRON_KEY)), _perf_counter())
         # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse a
         # declared oversize body up front so every route answers 413 the same way.
         if environ.get("CONTENT_LENGTH"):
@@ -84,13 +83,10 @@ class Pipeline:
         ctx_g: _AppCtxGlobals = g._get_current_object()
         for step in self.after:
             step(req, ctx_g, response)
-        values: dict[str, Any] = ctx_g.__dict__
+        state = get_state(ctx_g)  # created here when the before step did not run
         if access_log.logger.isEnabledFor(logging.INFO):
-            access_log.log_request(req, values.get("keel_started"), response)
-        rid = values.get("keel_request_id")
-        if rid is None:  # the before step did not run (a failure before it): assign one now
-            rid = ctx_g.keel_request_id = new_request_id(req.environ.get(ENVIRON_KEY))
-        response.headers[HEADER] = rid
+            access_log.log_request(req, state.started, response)
+        response.headers[HEADER] = state.request_id
         return response
 
 

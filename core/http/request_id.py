@@ -1,15 +1,13 @@
 """X-Request-ID: echo a valid incoming one, otherwise generate one (SPEC §3).
 
 The pipeline (:mod:`core.http.pipeline`) assigns it once per request, before anything else,
-to ``g.keel_request_id``; :func:`current_request_id` reads it from there.
+to the request state (``g.keel``); :func:`current_request_id` reads it from there.
 """
 
 from __future__ import annotations
 
 import os
 import re
-
-from flask import g, request
 
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # what request.headers[HEADER] reads
@@ -26,8 +24,6 @@ def new_request_id(incoming: str | None) -> str:
 
 
 def current_request_id() -> str:
-    ctx_g = g._get_current_object()  # one proxy lookup
-    rid = ctx_g.__dict__.get("keel_request_id")
-    if rid is None:
-        rid = ctx_g.keel_request_id = new_request_id(request.environ.get(ENVIRON_KEY))
-    return str(rid)
+    from core.http.state import get_state
+
+    return get_state().request_id

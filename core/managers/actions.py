@@ -79,10 +79,7 @@ def _iso(ts: float | None) -> str | None:
 class ActionManager(Manager):
     name: ClassVar[str] = "actions"
 
-    def __init__(self, app: Flask | None = None) -> None:
-        from core.actions.cli import actions_cli, openapi_command
-
-        self.cli_groups = [actions_cli, openapi_command]
+    def __init__(self) -> None:
         self._registry = Registry.build([], 0)
         self._am: AppManager | None = None
         self._lock = threading.Lock()
@@ -94,10 +91,9 @@ class ActionManager(Manager):
         self.reload_errors_total = 0
         self.reloads_total = 0
         self.last_reload: float | None = None
-        super().__init__(app)
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         from core.actions.dispatch import bp
 
         self._am = app.extensions["keel"]
@@ -119,11 +115,10 @@ class ActionManager(Manager):
     def count(self) -> int:
         return len(self._registry.actions)
 
-    def load(self) -> None:
+    def start(self) -> None:
         """Load every file; start the reload thread when ``ACTIONS_RELOAD_INTERVAL`` > 0.
 
-        Called once by ``create_app`` after the modules are started (handlers are checked
-        against them)."""
+        Runs after the modules are declared (handlers are checked against them)."""
         am = self._require_am()
         self._interval = float(am.settings["ACTIONS_RELOAD_INTERVAL"])
         actions_dir = Path(am.settings["ACTIONS_DIR"])

@@ -25,18 +25,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import click
 import redis as redis_lib
 import sqlalchemy as sa
-from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask import Flask
 
-from core.errors import ConfigError, KeelError, NotFound, ServiceUnavailable, Unauthorized, ValidationError
+from core.errors import ConfigError, NotFound, ServiceUnavailable, Unauthorized, ValidationError
 from core.managers.base import Manager
 from core.managers.jwt import REDIS_DOWN
 
 if TYPE_CHECKING:
-    from core.http.guard import Principal
+    from core.app_manager import AppManager
+    from core.auth.identity import Principal
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
@@ -116,17 +115,14 @@ def check_scopes(scopes: Any) -> list[str]:
 class ApiKeyManager(Manager):
     name: ClassVar[str] = "api_keys"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._last_used: dict[str, float] = {}
         self._last_flush = time.monotonic()
-        self.cli_groups = [api_keys_cli]
-        super().__init__(app)
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         self.am = am
         pepper = am.settings["API_KEY_PEPPER"]
         if not pepper or len(pepper.encode()) < 16:
@@ -165,7 +161,7 @@ class ApiKeyManager(Manager):
             query = sa.select(*cols).select_from(t.outerjoin(users, users.c.id == t.c.owner_id))
         else:
             query = sa.select(*cols)
-        with self.am.db.sql.connect() as conn:
+        with self.am.db.engine.connect() as conn:
             row = conn.execute(query.where(t.c.id == key_id)).first()
         if row is None:
             return None
@@ -208,7 +204,7 @@ class ApiKeyManager(Manager):
     # -- authentication -------------------------------------------------------------------------
     def authenticate(self, presented: Any) -> Principal:
         """The principal of a valid key, else :class:`Unauthorized` (one generic message)."""
-        from core.http.guard import Principal
+        from core.auth.identity import Principal
 
         match = KEY_RE.match(presented) if isinstance(presented, str) else None
         if match is None:
@@ -268,7 +264,7 @@ class ApiKeyManager(Manager):
             return
         t = self.table
         try:
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 for key_id, ts in pending.items():
                     conn.execute(sa.update(t).where(t.c.id == key_id).values(last_used_at=ts))
         except _DB_ERRORS:
@@ -297,7 +293,7 @@ class ApiKeyManager(Manager):
         now = time.time()
         expires_at = now + expires_in_days * 86400 if expires_in_days is not None else None
         try:
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 conn.execute(
                     sa.insert(self.table).values(
                         id=key_id,
@@ -323,7 +319,7 @@ class ApiKeyManager(Manager):
         query = sa.select(t.c.id).order_by(t.c.created_at)
         if not all_owners:
             query = query.where(t.c.owner_id == owner_id)
-        with self.am.db.sql.connect() as conn:
+        with self.am.db.engine.connect() as conn:
             ids = conn.execute(query).scalars().all()
         records = [self._load(i) for i in ids]
         return [r.public() for r in records if r is not None]
@@ -343,7 +339,7 @@ class ApiKeyManager(Manager):
         if record.revoked_at is None:
             t = self.table
             try:
-                with self.am.db.sql.begin() as conn:
+                with self.am.db.engine.begin() as conn:
                     conn.execute(sa.update(t).where(t.c.id == key_id).values(revoked_at=time.time()))
             except _DB_ERRORS:
                 logger.exception("cannot revoke an API key")
@@ -364,55 +360,3 @@ class ApiKeyManager(Manager):
         except Exception:
             # Shutdown must go on; losing a few last-used times is harmless.
             logger.exception("flushing API key last-used times at shutdown failed")
-
-
-# -- CLI: flask api-keys ... ----------------------------------------------------------------------
-
-api_keys_cli = AppGroup("api-keys", help="Manage API keys.")
-
-
-def _manager() -> ApiKeyManager:
-    manager: ApiKeyManager = current_app.extensions["keel"].api_keys
-    return manager
-
-
-@api_keys_cli.command("create")
-@click.option("--name", required=True)
-@click.option("--scope", "scopes", multiple=True, help="A scope the key holds (repeat for several).")
-@click.option("--owner", default=None, help="User (id or name) owning the key.")
-@click.option("--expires-days", type=int, default=None)
-def api_keys_create(name: str, scopes: tuple[str, ...], owner: str | None, expires_days: int | None) -> None:
-    """Create a key and print it (shown once)."""
-    am = current_app.extensions["keel"]
-    try:
-        owner_id = am.jwt.users.require(owner).id if owner else None
-        created = _manager().create(name, list(scopes), owner_id=owner_id, expires_in_days=expires_days, actor="cli")
-    except KeelError as exc:
-        details = getattr(exc, "details", None)
-        if isinstance(details, list) and details:
-            raise click.ClickException("; ".join(f"{d['param']}: {d['message']}" for d in details)) from None
-        raise click.ClickException(str(exc)) from None
-    click.echo(created["key"])
-    click.echo(f"id {created['api_key']['id']} — store the key now, it is not shown again", err=True)
-
-
-@api_keys_cli.command("list")
-def api_keys_list() -> None:
-    """List keys (id, name, owner, scopes, expiry, revoked); never the key itself."""
-    for k in _manager().list(all_owners=True):
-        state = "revoked" if k["revoked_at"] else "active"
-        click.echo(
-            f"{k['id']}  {k['name']:<20} owner={k['owner_id'] or '-'} scopes={','.join(k['scopes']) or '-'} "
-            f"expires={k['expires_at'] or 'never'} {state}"
-        )
-
-
-@api_keys_cli.command("revoke")
-@click.argument("key_id")
-def api_keys_revoke(key_id: str) -> None:
-    """Revoke a key by id."""
-    try:
-        _manager().revoke(key_id, admin=True, actor="cli")
-    except KeelError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"revoked {key_id}")

@@ -14,13 +14,16 @@ HMAC-SHA256 with a timestamp (``cryptography``).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask
 
 from core.errors import ConfigError, KeelError
 from core.managers.base import Manager
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
 
 
 class DecryptionError(KeelError):
@@ -30,14 +33,13 @@ class DecryptionError(KeelError):
 class CryptoManager(Manager):
     name: ClassVar[str] = "crypto"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self._fernet: MultiFernet | None = None
         self._count = 0
-        super().__init__(app)
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        settings = app.extensions["keel"].settings
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
+        settings = am.settings
         self.configure(settings["ENCRYPTION_KEYS"] or [], source=settings.source("ENCRYPTION_KEYS"))
 
     def configure(self, keys: list[str], source: str = "argument") -> None:

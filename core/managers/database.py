@@ -34,12 +34,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import click
 import sqlalchemy as sa
-from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.dialects import oracle
 from sqlalchemy.pool import QueuePool
@@ -47,6 +45,10 @@ from sqlalchemy.pool import QueuePool
 from core.breaker import CircuitBreaker, CircuitOpen
 from core.errors import KeelError, ServiceUnavailable
 from core.managers.base import Manager
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
+
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def install_psycogreen() -> bool:
 class DatabaseManager(Manager):
     name: ClassVar[str] = "db"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.metadata = sa.MetaData()
         self.sql: sa.Engine | None = None
         self.sql_read: sa.Engine | None = None
@@ -124,13 +126,11 @@ class DatabaseManager(Manager):
         self.read_breaker = self.breaker
         self.mongo_breaker = CircuitBreaker("mongo")
         self.read_retries = 2
-        self.cli_groups = [db_cli]
-        super().__init__(app)
+        self.auto_create = False
 
     # -- setup -------------------------------------------------------------------------------
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         settings = am.settings
         threshold, interval = settings["BREAKER_THRESHOLD"], settings["BREAKER_PROBE_INTERVAL"]
         self.read_retries = settings["DB_READ_RETRIES"]
@@ -149,9 +149,7 @@ class DatabaseManager(Manager):
             self.sql_read = self.sql
         if settings["MONGODB_URL"]:
             self._init_mongo(settings["MONGODB_URL"], settings["MONGODB_TIMEOUT"], threshold, interval)
-        if settings["DB_AUTO_CREATE"]:
-            # After every module has declared its tables (modules load after the managers).
-            am.hooks.register("app_started", self._create_on_start, priority=0)
+        self.auto_create = bool(settings["DB_AUTO_CREATE"])
 
     def _engine(self, raw_url: str, settings: Any, breaker: CircuitBreaker) -> sa.Engine:
         url = sa.make_url(raw_url)
@@ -323,7 +321,11 @@ class DatabaseManager(Manager):
         after = set(sa.inspect(engine).get_table_names())
         return sorted(after - before)
 
-    def _create_on_start(self, **_: Any) -> None:
+    def start(self) -> None:
+        """Create the missing tables (``DB_AUTO_CREATE``); every manager and module declared
+        theirs in ``init_app``. A database that is down is logged, not fatal."""
+        if not self.auto_create:
+            return
         try:
             created = self.create_all()
         except ServiceUnavailable as exc:
@@ -381,20 +383,3 @@ class DatabaseManager(Manager):
             self.sql.dispose()
         if self.mongo_client is not None:
             self.mongo_client.close()
-
-
-db_cli = AppGroup("db", help="Database tables.")
-
-
-@db_cli.command("init")
-def db_init() -> None:
-    """Create the framework's and the modules' tables that do not exist yet."""
-    db: DatabaseManager = current_app.extensions["keel"].db
-    try:
-        created = db.create_all()
-    except ServiceUnavailable as exc:
-        raise click.ClickException(f"database unavailable: {exc}") from None
-    total = len(db.metadata.tables)
-    if created:
-        click.echo(f"created {len(created)} table(s): {', '.join(created)}")
-    click.echo(f"{total} table(s) declared, all present ({db.engine.dialect.name})")

@@ -42,11 +42,10 @@ BUILTIN_HOOKS = frozenset(
 class HooksManager(Manager):
     name: ClassVar[str] = "hooks"
 
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self) -> None:
         self._hooks: dict[str, list[tuple[int, int, Callable[..., Any]]]] = {}
         self._seq = 0
         self._lock = threading.Lock()
-        super().__init__(app)
 
     def register(self, name: str, callback: Callable[..., Any], priority: int = 10) -> None:
         if not callable(callback):

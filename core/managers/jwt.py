@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import threading
 import time
 import uuid
@@ -36,19 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import click
 import jwt
 import redis as redis_lib
 import sqlalchemy as sa
-from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask import Flask
 
-from core.errors import ConfigError, KeelError, NotFound, ServiceUnavailable, Unauthorized
+from core.errors import ConfigError, NotFound, ServiceUnavailable, Unauthorized
 from core.managers.base import Manager
 from core.users import UserStore
 
 if TYPE_CHECKING:
-    from core.http.guard import Principal
+    from core.app_manager import AppManager
+    from core.auth.identity import Principal
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
@@ -198,20 +196,17 @@ def revocation_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
 class JWTManager(Manager):
     name: ClassVar[str] = "jwt"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.keys: KeySet | None = None
         self.users: UserStore | None = None
         self._resync_needed = True
         self._resync_lock = threading.Lock()
         self._verified: dict[str, tuple[dict[str, Any], float | None]] = {}
         self._db_checked: dict[str, float] = {}
-        self.cli_groups = [users_cli]
-        super().__init__(app)
 
     # -- setup --------------------------------------------------------------------------------
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         s = am.settings
         self.am = am
         if s["JWT_LEEWAY"] > MAX_LEEWAY:
@@ -227,7 +222,7 @@ class JWTManager(Manager):
         self.access_ttl = int(s["JWT_ACCESS_TTL"])
         self.refresh_ttl = int(s["JWT_REFRESH_TTL"])
         self.max_ttl = int(s["JWT_MAX_TTL"])
-        self.users = UserStore(am.db.sql, am.db.metadata, s["APP_ENV"])
+        self.users = UserStore(am.db.engine, am.db.metadata, s["APP_ENV"])
         # Declared only: `am.db.create_all()` creates them at app_started / `flask db init`.
         self.revocations, self.families = revocation_tables(am.db.metadata)
         if "users" not in am.services:
@@ -296,7 +291,7 @@ class JWTManager(Manager):
         fam, jti = uuid.uuid4().hex, uuid.uuid4().hex
         now = time.time()
         try:
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 conn.execute(
                     sa.insert(self.families).values(
                         fam=fam, user_id=user.id, current_jti=jti, created_at=now, rotated_at=now, revoked_at=None
@@ -321,7 +316,7 @@ class JWTManager(Manager):
                 raise Unauthorized()
             new_jti = uuid.uuid4().hex
             f = self.families
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 won = conn.execute(
                     sa.update(f)
                     .where(f.c.fam == fam, f.c.current_jti == jti, f.c.revoked_at.is_(None), f.c.user_id == user_id)
@@ -339,7 +334,7 @@ class JWTManager(Manager):
 
     def _family_live(self, fam: str) -> bool:
         f = self.families
-        with self.am.db.sql.connect() as conn:
+        with self.am.db.engine.connect() as conn:
             row = conn.execute(sa.select(f.c.revoked_at).where(f.c.fam == fam)).first()
         return row is not None and row.revoked_at is None
 
@@ -490,7 +485,7 @@ class JWTManager(Manager):
             .scalar_subquery()
         )
         try:
-            with self.am.db.sql.connect() as conn:
+            with self.am.db.engine.connect() as conn:
                 row = conn.execute(
                     sa.select(u.c.token_version, u.c.active, denied.label("denied")).where(u.c.id == int(claims["sub"]))
                 ).first()
@@ -512,7 +507,7 @@ class JWTManager(Manager):
             assert self.users is not None
             now = time.time()
             r = self.revocations
-            with self.am.db.sql.connect() as conn:
+            with self.am.db.engine.connect() as conn:
                 rows = conn.execute(sa.select(r.c.kind, r.c.value, r.c.expires_at).where(r.c.expires_at > now)).all()
             versions = self.users.versions()
             pipe = client.pipeline(transaction=False)
@@ -534,9 +529,9 @@ class JWTManager(Manager):
         self._db_checked.clear()
         now = time.time()
         try:
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 conn.execute(sa.delete(self.revocations).where(self.revocations.c.expires_at < now - 60))
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 conn.execute(
                     sa.insert(self.revocations).values(
                         kind=kind, value=value, user_id=user_id, expires_at=expires_at, created_at=now
@@ -570,7 +565,7 @@ class JWTManager(Manager):
         f = self.families
         now = time.time()
         try:
-            with self.am.db.sql.begin() as conn:
+            with self.am.db.engine.begin() as conn:
                 conn.execute(sa.update(f).where(f.c.fam == fam, f.c.revoked_at.is_(None)).values(revoked_at=now))
         except _DB_ERRORS:
             logger.exception("cannot revoke a refresh family in the database")
@@ -613,90 +608,3 @@ class JWTManager(Manager):
         """Change roles; tokens carrying the old roles are revoked."""
         assert self.users is not None
         return self._bump(user_id, actor=actor, reason="roles_changed", **self.users.set_roles_values(roles))
-
-
-# -- CLI: flask users ... -------------------------------------------------------------------------
-
-users_cli = AppGroup("users", help="Manage users.")
-
-
-def _jwt() -> JWTManager:
-    manager: JWTManager = current_app.extensions["keel"].jwt
-    return manager
-
-
-def _store() -> UserStore:
-    store = _jwt().users
-    assert store is not None
-    return store
-
-
-def _cli_error(exc: KeelError) -> click.ClickException:
-    details = getattr(exc, "details", None)
-    if isinstance(details, list) and details:
-        text = "; ".join(f"{d.get('param')}: {d.get('message')}" for d in details if isinstance(d, dict))
-        return click.ClickException(text or str(exc))
-    return click.ClickException(str(exc))
-
-
-@users_cli.command("create")
-@click.argument("username")
-@click.option("--admin", is_flag=True, help="Give the user the admin role.")
-@click.option("--email", default=None)
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-def users_create(username: str, admin: bool, email: str | None, password_stdin: bool) -> None:
-    """Create a user (prompts for the password unless --password-stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    roles = ("admin", "user") if admin else ("user",)
-    try:
-        user = _store().create(username, password, email=email, roles=roles)
-    except KeelError as exc:
-        raise _cli_error(exc) from None
-    audit.info("user created from the CLI", extra={"user_id": user.id, "roles": ",".join(user.roles)})
-    click.echo(f"created user {user.username} (id {user.id}, roles {','.join(user.roles)})")
-
-
-@users_cli.command("list")
-def users_list() -> None:
-    """List users: id, username, roles, active."""
-    for user in _store().all():
-        state = "active" if user.active else "disabled"
-        click.echo(f"{user.id:<6} {user.username:<24} {','.join(user.roles):<16} {state}")
-
-
-def _set_active(ref: str, active: bool) -> None:
-    try:
-        user = _store().require(ref)
-        _jwt().set_active(user.id, active, actor="cli")
-    except KeelError as exc:
-        raise _cli_error(exc) from None
-    click.echo(f"{'enabled' if active else 'disabled'} user {user.username}")
-
-
-@users_cli.command("disable")
-@click.argument("user")
-def users_disable(user: str) -> None:
-    """Disable a user (by id or name) and revoke all their tokens."""
-    _set_active(user, False)
-
-
-@users_cli.command("enable")
-@click.argument("user")
-def users_enable(user: str) -> None:
-    """Enable a disabled user."""
-    _set_active(user, True)
-
-
-@users_cli.command("revoke-tokens")
-@click.argument("user")
-def users_revoke_tokens(user: str) -> None:
-    """Revoke every token of a user (by id or name)."""
-    try:
-        found = _store().require(user)
-        _jwt().revoke_user_tokens(found.id, actor="cli", reason="cli")
-    except KeelError as exc:
-        raise _cli_error(exc) from None
-    click.echo(f"revoked all tokens of {found.username}")

@@ -101,11 +101,10 @@ def order_modules(deps: dict[str, list[str]]) -> list[str]:
 class ModuleManager(Manager):
     name: ClassVar[str] = "modules"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.records: dict[str, ModuleRecord] = {}
         self.order: list[str] = []
         self.disabled: list[str] = []
-        super().__init__(app)
 
     # -- discovery --------------------------------------------------------------------------
     def discover(self, directory: Path, disabled: list[str]) -> list[tuple[str, type[BaseModule], Path]]:
@@ -140,8 +139,9 @@ class ModuleManager(Manager):
         return found
 
     # -- lifecycle --------------------------------------------------------------------------
-    def load(self, app: Flask, am: AppManager) -> None:
-        """Discover, order, initialize and route every module. Called once by create_app."""
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        """Discover, order, initialize and route every module (the last manager declared)."""
+        super().init_app(app, am)
         settings = am.settings
         directory = Path(settings["MODULES_DIR"])
         found = self.discover(directory, settings["MODULES_DISABLED"])

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import click
 import redis as redis_lib
 import sqlalchemy as sa
-from flask import Flask, Request, Response, current_app, g
-from flask.cli import AppGroup
+from flask import Flask, Request, Response, g
 from flask.ctx import _AppCtxGlobals
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -43,6 +41,7 @@ from core.errors import Banned, NotFound, RateLimited, ServiceUnavailable, Valid
 from core.http.client import request_ip
 from core.http.health import EXEMPT_ENDPOINTS
 from core.http.pipeline import pipeline
+from core.http.state import get_state
 from core.limits.bans import KINDS, BanRecords, bans_table
 from core.limits.memory import MemoryStore
 from core.limits.parse import Tier, parse_limit
@@ -62,7 +61,8 @@ from core.limits.redis_store import RedisStore
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
-    from core.http.guard import Principal, Requirement
+    from core.app_manager import AppManager
+    from core.auth.identity import Principal, Requirement
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
@@ -87,7 +87,7 @@ class HitDecision:
 class RateLimiterManager(Manager):
     name: ClassVar[str] = "limiter"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.memory: MemoryStore | None = None
         self.redis: RedisStore | None = None
         self.records: BanRecords | None = None
@@ -108,13 +108,10 @@ class RateLimiterManager(Manager):
         self.rejections: Counter[str] = Counter()  # by level: ip, user, api_key, action, login, ...
         self.banned_requests: Counter[str] = Counter()  # refused because banned, by ban kind
         self.bans_issued: Counter[str] = Counter()  # new bans, by kind
-        self.cli_groups = [bans_cli]
-        super().__init__(app)
 
     # -- setup -------------------------------------------------------------------------------
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         s = am.settings
         self.fail_mode = s["RATE_LIMIT_FAIL_MODE"]
         self.ip_tiers = parse_limit(s["RATE_LIMIT_IP"])
@@ -149,14 +146,14 @@ class RateLimiterManager(Manager):
             self.redis = RedisStore(client, s["REDIS_KEY_PREFIX"], self.policy)
         assert am.db.sql is not None
         self.records = BanRecords(am.db.sql, bans_table(am.db.metadata))
-        # At app_started, after am.db.create_all() (priority 0) has created the bans table.
-        am.hooks.register("app_started", self._restore_on_start, priority=5)
         self.trusted_proxies = int(s["TRUSTED_PROXY_COUNT"])
         steps = pipeline(app)  # one before/after hook pair for the whole framework
         steps.add_before(self._protect_route)
         steps.add_after(self._add_headers)
 
-    def _restore_on_start(self, **_: Any) -> None:
+    def start(self) -> None:
+        """Restore the database's active bans into the store (after ``db.start()`` created
+        the bans table)."""
         self._restore_bans(self.redis if self.redis is not None else self.memory)
 
     def _restore_bans(self, store: RedisStore | MemoryStore | None) -> None:
@@ -293,7 +290,7 @@ class RateLimiterManager(Manager):
         identities = [("ip", ip)]
         limits: list[LimitCheck] = []
         ip_key = "ip:" + ip
-        if not ctx_g.__dict__.get("keel_ip_limited", False):
+        if not get_state(ctx_g).ip_limited:
             limits.append(LimitCheck("ip", ip_key, self.ip_tiers, 0))
         blame, ident_key = 0, ip_key
         if principal is not None:
@@ -327,8 +324,9 @@ class RateLimiterManager(Manager):
         if outcome.states:
             if ctx_g is None:
                 ctx_g = g._get_current_object()
-            earlier = ctx_g.__dict__.get("keel_rate_states")
-            ctx_g.keel_rate_states = [*earlier, *outcome.states] if earlier else outcome.states
+            state = get_state(ctx_g)
+            earlier = state.rate_states
+            state.rate_states = [*earlier, *outcome.states] if earlier else outcome.states
 
     def _protect_route(self, req: Request, ctx_g: _AppCtxGlobals) -> None:
         """Ban check and IP limit for every non-action endpoint (module blueprints, /auth/*,
@@ -339,7 +337,7 @@ class RateLimiterManager(Manager):
         ip = request_ip(req, ctx_g, self.trusted_proxies)
         plan = Plan([("ip", ip)], [LimitCheck("ip", "ip:" + ip, self.ip_tiers, 0)])
         outcome = self.evaluate(plan)
-        ctx_g.keel_ip_limited = True
+        get_state(ctx_g).ip_limited = True
         self._remember(outcome, ctx_g)
         if outcome.status != ADMITTED:
             error = self.banned_error(outcome) or self.limited_error(outcome)
@@ -349,7 +347,7 @@ class RateLimiterManager(Manager):
     def _add_headers(self, req: Request, ctx_g: _AppCtxGlobals, response: Response) -> None:
         """The rate-limit headers of the tightest limit applied to this request (a step of the
         pipeline)."""
-        states: list[TierState] | None = ctx_g.__dict__.get("keel_rate_states")
+        states: list[TierState] | None = get_state(ctx_g).rate_states
         if not states:
             return
         tight = tightest(states)
@@ -586,39 +584,3 @@ def _policy_name(state: TierState) -> str:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValidationError(details=[{"param": "kind", "message": f"one of {', '.join(KINDS)}"}])
-
-
-# -- CLI: flask bans list | lift KIND IDENTIFIER ----------------------------------------------
-
-bans_cli = AppGroup("bans", help="List and lift bans.")
-
-
-def _limiter() -> RateLimiterManager:
-    manager: RateLimiterManager = current_app.extensions["keel"].limiter
-    return manager
-
-
-@bans_cli.command("list")
-def bans_list() -> None:
-    """Active bans: kind, identifier, seconds left, strikes, reason."""
-    rows = _limiter().list_bans()
-    if not rows:
-        click.echo("no active bans")
-        return
-    for r in rows:
-        click.echo(
-            f"{r['kind']:<8} {r['identifier']:<40} {r['remaining_s']:>7}s  strikes={r['strikes']}  "
-            f"until={r['until']}  reason={r['reason']}  by={r['actor']}"
-        )
-
-
-@bans_cli.command("lift")
-@click.argument("kind", type=click.Choice(KINDS))
-@click.argument("identifier")
-def bans_lift(kind: str, identifier: str) -> None:
-    """Lift the ban on KIND (ip, user, api_key) IDENTIFIER now."""
-    try:
-        _limiter().lift_ban(kind, identifier, actor="cli")
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from None
-    click.echo(f"lifted the ban on {kind} {identifier}")

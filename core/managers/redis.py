@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import redis as redis_lib
 from flask import Flask
@@ -33,6 +33,10 @@ from redis.retry import Retry
 
 from core.breaker import CircuitBreaker, CircuitOpen
 from core.managers.base import Manager
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
+
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +82,17 @@ class Subscription(Protocol):
 class RedisManager(Manager):
     name: ClassVar[str] = "redis"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.client: redis_lib.Redis | None = None
         self.prefix = "keel:"
         self.breaker = CircuitBreaker("redis", failures=REDIS_FAILURES)
         self._memory: _MemoryStore | None = None
         self._subscriptions: list[Any] = []
         self._set_if_newer: Any = None
-        super().__init__(app)
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        settings = app.extensions["keel"].settings
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
+        settings = am.settings
         self.prefix = settings["REDIS_KEY_PREFIX"]
         self.breaker = CircuitBreaker(
             "redis",

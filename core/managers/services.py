@@ -11,9 +11,8 @@ from core.managers.base import Manager
 class ServicesManager(Manager):
     name: ClassVar[str] = "services"
 
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self) -> None:
         self._services: dict[str, Any] = {}
-        super().__init__(app)
 
     def register(self, name: str, obj: Any, *, replace: bool = False) -> None:
         if name in self._services and not replace:

@@ -50,6 +50,7 @@ from core.managers.base import Manager
 from core.managers.database import utc_timestamp
 
 if TYPE_CHECKING:
+    from core.app_manager import AppManager
     from core.managers.database import DatabaseManager
     from core.managers.hooks import HooksManager
     from core.managers.redis import RedisManager, Subscription
@@ -152,7 +153,7 @@ def _iso(value: datetime) -> str:
 class StateManager(Manager):
     name: ClassVar[str] = "state"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self._machines: dict[str, Machine] = {}
         self._listeners: dict[str, list[Callable[..., Any]]] = {}
         self._local: OrderedDict[tuple[str, str], tuple[float, int, int, str | None]] = OrderedDict()
@@ -163,11 +164,9 @@ class StateManager(Manager):
         self._subscription: Subscription | None = None
         self.cache_ttl = 300
         self.local_ttl = 30.0
-        super().__init__(app)
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         self._db: DatabaseManager = am.db
         self._redis: RedisManager = am.redis
         self._hooks: HooksManager = am.hooks

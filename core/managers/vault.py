@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import hvac
 import hvac.exceptions
@@ -30,6 +30,10 @@ from flask import Flask
 from core.breaker import CircuitBreaker, CircuitOpen
 from core.errors import ConfigError
 from core.managers.base import Manager
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
+
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +268,11 @@ class VaultManager(Manager):
 
     name: ClassVar[str] = "vault"
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self) -> None:
         self.source: VaultSource | None = None
         self._hooks: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        super().__init__(app)
 
     @classmethod
     def settings_source(cls, partial_settings: Mapping[str, Any]) -> VaultSource:
@@ -278,9 +281,8 @@ class VaultManager(Manager):
         source.read()
         return source
 
-    def init_app(self, app: Flask) -> None:
-        super().init_app(app)
-        am = app.extensions["keel"]
+    def init_app(self, app: Flask, am: AppManager) -> None:
+        super().init_app(app, am)
         source = app.extensions.pop(BOOTSTRAP_KEY, None)
         if not am.settings["VAULT_ADDR"]:
             return
@@ -288,8 +290,12 @@ class VaultManager(Manager):
             source = self.settings_source(am.settings)
         self.source = source
         self._hooks = am.hooks
-        self._thread = threading.Thread(target=self._run, name="keel-vault", daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        """Renew the token and refresh the cache in the background."""
+        if self.source is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keel-vault", daemon=True)
+            self._thread.start()
 
     @property
     def enabled(self) -> bool:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from flask import jsonify
 
-from core.http.guard import Requirement, check
+from core.auth.identity import Requirement
+from core.http.guard import check
 
 PASSWORD = "correct horse battery"
 

@@ -43,10 +43,12 @@ def modules_list() -> None:
 
 
 def register_cli(app: Flask) -> None:
-    """Add the framework's groups and every manager's ``cli_groups`` (each manager owns its
-    commands, e.g. ``actions``, ``users``, ``bans``, ``db``)."""
-    app.cli.add_command(config_cli)
-    app.cli.add_command(modules_cli)
-    for manager in app.extensions["keel"].managers.values():
-        for group in getattr(manager, "cli_groups", ()):
-            app.cli.add_command(group)
+    """Add every command group of ``flask --app app``."""
+    from core.cli.actions import actions_cli, openapi_command
+    from core.cli.api_keys import api_keys_cli
+    from core.cli.bans import bans_cli
+    from core.cli.db import db_cli
+    from core.cli.users import users_cli
+
+    for group in (config_cli, modules_cli, actions_cli, openapi_command, users_cli, api_keys_cli, bans_cli, db_cli):
+        app.cli.add_command(group)
