@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Any, cast
 
 from flask import Flask, current_app
 from werkzeug.local import LocalProxy
 
 from config import Settings
+from core.errors import SetupError
 from core.managers.actions import ActionManager
 from core.managers.api_keys import ApiKeyManager
 from core.managers.base import Manager
@@ -57,6 +59,8 @@ class AppManager:
         self._managers: dict[str, Manager] = {}
         self._disposed = False
         self._dispose_lock = threading.Lock()
+        # Not a reference that keeps the app alive: only to ask whether it has served yet.
+        self._app = weakref.ref(app)
         app.extensions["keel"] = self
         try:
             self.hooks = self._declare(app, "hooks", HooksManager())
@@ -86,6 +90,17 @@ class AppManager:
         for manager in self._managers.values():
             manager.start()
         self.hooks.trigger("app_started", app_manager=self)
+
+    def check_setup(self, what: str) -> None:
+        """Raise :class:`SetupError` once the app has served its first request: registrations
+        (services, state machines, modules, routes) happen while the app is built, so that
+        every worker serves the same thing (DESIGN habit 3; Flask's ``@setupmethod``)."""
+        app = self._app()
+        if app is not None and app._got_first_request:
+            raise SetupError(
+                f"{what} can no longer be called: the app has already served a request. "
+                "Register it while the app is built (in a module's initialize() or in init_app)."
+            )
 
     @property
     def managers(self) -> dict[str, Manager]:

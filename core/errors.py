@@ -59,9 +59,6 @@ class HTTPError(KeelError):
         self.retry_after = retry_after
         self.headers = dict(headers or {})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details}
-
 
 class BadRequest(HTTPError):
     status, code, message = 400, "bad_request", "The request could not be understood."

@@ -17,28 +17,6 @@ from core.managers.base import Manager
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_HOOKS = frozenset(
-    {
-        "app_started",
-        "app_stopping",
-        "module_started",
-        "user_registered",
-        "user_logged_in",
-        "tokens_revoked",
-        "api_key_created",
-        "api_key_revoked",
-        "identity_banned",
-        "action_executed",
-        "actions_reloaded",
-        "actions_reload_failed",
-        "state_changed",
-        "room_joined",
-        "room_left",
-        "secret_changed",
-    }
-)
-
-
 class HooksManager(Manager):
     name: ClassVar[str] = "hooks"
 
@@ -72,6 +50,3 @@ class HooksManager(Manager):
                 logger.exception("hook %r: callback %s raised", name, getattr(callback, "__qualname__", callback))
                 results.append(None)
         return results
-
-    def callbacks(self, name: str) -> list[Callable[..., Any]]:
-        return [e[2] for e in self._hooks.get(name, ())]

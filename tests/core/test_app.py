@@ -10,7 +10,7 @@ from flask import Flask
 
 import core
 from core.app_manager import AppManager
-from core.errors import KeelError, ModuleError
+from core.errors import KeelError, ModuleError, SetupError
 from tests.core.conftest import module_source
 
 
@@ -84,3 +84,16 @@ def test_errors_share_one_root() -> None:
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), KeelError)
+
+
+def test_registration_is_frozen_after_the_first_request(app: Any, client: Any) -> None:
+    """DESIGN habit 3: services, state machines and routes are registered while the app is
+    built; afterwards a registration raises a clear error instead of half-applying."""
+    am = app.extensions["keel"]
+    am.services.register("before", object())  # allowed while building
+    assert client.get("/healthz").status_code == 200
+    with pytest.raises(SetupError, match=r"services.register\('mailer'\) can no longer be called"):
+        am.services.register("mailer", object())
+    assert "mailer" not in am.services
+    with pytest.raises(AssertionError, match="can no longer be called"):
+        app.add_url_rule("/late", "late", lambda: "late")
