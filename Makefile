@@ -29,10 +29,17 @@ test: $(BIN)/.dev-installed
 lint: $(BIN)/.dev-installed
 	$(BIN)/ruff check core config modules tests bench app.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/vulture core config modules app.py vulture_whitelist.py --min-confidence 60
 	$(BIN)/hadolint Dockerfile
 
-bench: $(BIN)/.dev-installed
-	$(BIN)/python -m bench
+$(BIN)/.bench-installed: $(BIN)/.dev-installed bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# Every benchmark in bench/, results in bench/RESULTS.md; `make bench QUICK=1` for short runs.
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
