@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets as _secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,46 +86,107 @@ def _read_secret_file(dirs: list[Path], key: str) -> tuple[str, str] | None:
     return None
 
 
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("a boolean (true/false/1/0)")
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("an integer")
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise ValueError("an integer") from None
+
+
+def _to_float(raw: Any) -> float:
+    try:
+        return float(str(raw).strip())
+    except ValueError:
+        raise ValueError("a number") from None
+
+
+def _to_list(raw: Any) -> list[str]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "bool": _to_bool,
+    "int": _to_int,
+    "float": _to_float,
+    "list": _to_list,
+    "limit": lambda raw: check_limit(str(raw)),
+    "str": str,
+}
+
+
 def coerce(setting: Setting, raw: Any) -> Any:
     """Convert a raw value (string from a file/env, or a Python value) to the setting's type."""
-    kind = setting.type
     if raw is None:
         return None
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError("a boolean (true/false/1/0)")
-    if kind == "int":
-        if isinstance(raw, bool):
-            raise ValueError("an integer")
-        try:
-            value: Any = int(str(raw).strip())
-        except ValueError:
-            raise ValueError("an integer") from None
-    elif kind == "float":
-        try:
-            value = float(str(raw).strip())
-        except ValueError:
-            raise ValueError("a number") from None
-    elif kind == "list":
-        if isinstance(raw, list | tuple):
-            value = [str(v).strip() for v in raw if str(v).strip()]
-        else:
-            value = [v.strip() for v in str(raw).split(",") if v.strip()]
-    elif kind == "limit":
-        value = check_limit(str(raw))
-    else:
-        value = str(raw)
+    value = _CONVERT.get(setting.type, str)(raw)
+    if setting.type == "bool":
+        return value
     if setting.minimum is not None and value < setting.minimum:
         raise ValueError(f"a value >= {setting.minimum:g}")
     if setting.choices and value not in setting.choices:
         raise ValueError("one of " + ", ".join(setting.choices))
     return value
+
+
+class _Resolver:
+    """Finds each setting's raw value in the first source that has it (SPEC §2 order)."""
+
+    def __init__(self, overrides: dict[str, Any], env: Mapping[str, str], dirs: list[Path]) -> None:
+        self.overrides, self.env, self.dirs = overrides, env, dirs
+        self.vault: SecretSource | None = None
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+
+    def _from_vault(self, key: str) -> tuple[str, str] | None:
+        value = None if self.vault is None else self.vault.get(key.lower())
+        return None if value is None else (value, "vault")
+
+    def _find(self, setting: Setting, with_vault: bool) -> tuple[Any, str] | None:
+        key = setting.key
+        if key in self.overrides:
+            return self.overrides[key], "override"
+        finders: list[Callable[[], tuple[Any, str] | None]] = []
+        if key not in BOOTSTRAP:
+            vault = [lambda: self._from_vault(key)] if with_vault and self.vault is not None else []
+            # Secrets: Vault is the source of record; other settings: files first.
+            finders += [*vault, lambda: _read_secret_file(self.dirs, key)] if setting.secret else [
+                lambda: _read_secret_file(self.dirs, key),
+                *vault,
+            ]
+        finders.append(lambda: (self.env[key], "env") if key in self.env else None)
+        for finder in finders:
+            found = finder()
+            if found is not None:
+                return found
+        return None
+
+    def resolve(self, setting: Setting, with_vault: bool) -> None:
+        key = setting.key
+        found = self._find(setting, with_vault)
+        if found is None:
+            self.values[key], self.sources[key] = setting.default, "default"
+            return
+        raw, source = found
+        try:
+            self.values[key] = coerce(setting, raw)
+        except ValueError as exc:
+            shown = "<redacted>" if setting.secret else repr(raw)
+            raise ConfigError(f"{key} from {source}: expected {exc}, got {shown}") from None
+        self.sources[key] = source
 
 
 def load_settings(
@@ -144,52 +205,16 @@ def load_settings(
     if unknown:
         raise ConfigError(f"unknown setting(s) in overrides: {', '.join(unknown)}")
     dirs = secret_dirs({**env, **{k: str(v) for k, v in overrides.items() if k in BOOTSTRAP and v}})
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    vault: SecretSource | None = None
-
-    def resolve(setting: Setting, with_vault: bool) -> None:
-        key = setting.key
-        found: tuple[Any, str] | None = None
-        if key in overrides:
-            found = (overrides[key], "override")
-        else:
-            candidates: list[Any] = []
-            if key not in BOOTSTRAP:
-                if with_vault and vault is not None and setting.secret:
-                    candidates.append(lambda: _vault(key))
-                candidates.append(lambda: _read_secret_file(dirs, key))
-                if with_vault and vault is not None and not setting.secret:
-                    candidates.append(lambda: _vault(key))
-            candidates.append(lambda: (env[key], "env") if key in env else None)
-            for candidate in candidates:
-                found = candidate()
-                if found is not None:
-                    break
-        if found is None:
-            values[key], sources[key] = setting.default, "default"
-            return
-        raw, source = found
-        try:
-            values[key] = coerce(setting, raw)
-        except ValueError as exc:
-            shown = "<redacted>" if setting.secret else repr(raw)
-            raise ConfigError(f"{key} from {source}: expected {exc}, got {shown}") from None
-        sources[key] = source
-
-    def _vault(key: str) -> tuple[str, str] | None:
-        assert vault is not None
-        value = vault.get(key.lower())
-        return None if value is None else (value, "vault")
-
+    resolver = _Resolver(overrides, env, dirs)
     # Pass 1: everything without Vault, so that VAULT_* themselves are known.
     for setting in SETTINGS:
-        resolve(setting, with_vault=False)
+        resolver.resolve(setting, with_vault=False)
+    values, sources = resolver.values, resolver.sources
     if values.get("VAULT_ADDR") and vault_factory is not None:
-        vault = vault_factory(Settings(dict(values), dict(sources)))
+        resolver.vault = vault_factory(Settings(dict(values), dict(sources)))
         for setting in SETTINGS:
             if not setting.key.startswith("VAULT_"):
-                resolve(setting, with_vault=True)
+                resolver.resolve(setting, with_vault=True)
 
     if values["LOG_FORMAT"] is None:
         values["LOG_FORMAT"] = "json" if values["APP_ENV"] in PRODUCTION_ENVS else "text"
@@ -197,7 +222,7 @@ def load_settings(
     missing = [s.key for s in SETTINGS if s.required and values.get(s.key) in (None, "", [])]
     if missing:
         tried = "override, secret files (" + ", ".join(str(d) for d in dirs) + "), "
-        tried += "vault, env" if vault is not None else "env"
+        tried += "vault, env" if resolver.vault is not None else "env"
         raise ConfigError(f"required setting(s) {', '.join(missing)} not set; sources tried: {tried}")
     settings = Settings(values, sources)
     check_production(settings)
