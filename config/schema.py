@@ -10,14 +10,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_LIMIT_RE = re.compile(r"^\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*$")
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*$")
 
 
 def check_limit(value: str) -> str:
-    """A rate limit ``"20/second;300/minute"`` (``"100/5 minutes"`` also accepted)."""
+    """A rate limit ``"20/second;300/minute"`` (``"100/5 minutes"`` also accepted); counts and
+    window multipliers are positive."""
     parts = [p for p in value.split(";") if p.strip()]
-    if not parts or not all(_LIMIT_RE.match(p) for p in parts):
-        raise ValueError("a rate limit like '300/minute' or '20/second;300/minute'")
+    matches = [_LIMIT_RE.match(p) for p in parts]
+    if not parts or not all(m and int(m[1]) > 0 and (m[2] is None or int(m[2]) > 0) for m in matches):
+        raise ValueError("a rate limit like '300/minute' or '20/second;300/minute' (positive numbers)")
     return value.strip()
 
 
@@ -30,6 +32,7 @@ class Setting:
     required: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     help: str = ""
 
 
@@ -40,7 +43,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("APP_ENV", "str", "development", choices=("development", "test", "staging", "production")),
     S("DEBUG", "bool", False, help="Flask debug mode; refused in production"),
     S("HOST", "str", "127.0.0.1"),
-    S("PORT", "int", 8080, minimum=1),
+    S("PORT", "int", 8080, minimum=1, maximum=65535),
     S("MAX_CONTENT_LENGTH", "int", 1024 * 1024, minimum=1, help="largest accepted body in bytes"),
     S("CORS_ORIGINS", "list", [], help="allowed browser origins; empty = same origin only"),
     S("LOG_LEVEL", "str", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
@@ -88,7 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("API_KEY_PEPPER", "str", None, secret=True),
     S("AUTH_REGISTRATION_OPEN", "bool", True),
     S("JWT_MAX_TTL", "int", 30 * 24 * 3600, minimum=1, help="tokens whose exp - iat exceeds this are rejected"),
-    S("JWT_LEEWAY", "int", 10, minimum=0, help="clock skew allowed on exp/nbf/iat, at most 30 s"),
+    S("JWT_LEEWAY", "int", 10, minimum=0, maximum=30, help="clock skew allowed on exp/nbf/iat, at most 30 s"),
     S("JWT_KEYS", "str", None, secret=True, help="JWK set (JSON or a file path): signing + old keys, kid rotation"),
     S("JWT_KEY_ID", "str", None, help="kid of the signing key in JWT_KEYS (default: the first private key)"),
     S("JWT_KEY_GRACE", "int", 14 * 24 * 3600, minimum=0, help="seconds a retired JWK ('retired_at') still verifies"),
@@ -108,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("BAN_AFTER_VIOLATIONS", "int", 5, minimum=1),
     S("BAN_WINDOW", "int", 300, minimum=1),
     S("BAN_DURATION", "int", 3600, minimum=1),
-    S("TRUSTED_PROXY_COUNT", "int", 0, minimum=0),
+    S("TRUSTED_PROXY_COUNT", "int", 0, minimum=0, maximum=16),
     # --- websocket -------------------------------------------------------------------------
     S("WS_AUTO_CREATE_ROOMS", "bool", True),
     S("WS_MESSAGE_RATE", "limit", "20/second"),

@@ -95,7 +95,7 @@ def test_vault_is_not_asked_without_vault_addr(secrets: Path) -> None:
     ("env", "message"),
     [
         ({"PORT": "eighty"}, "PORT from env: expected an integer, got 'eighty'"),
-        ({"PORT": "0"}, "PORT from env: expected a value >= 1, got '0'"),
+        ({"PORT": "0"}, "PORT from env: expected a value from 1 to 65535, got '0'"),
         ({"DEBUG": "maybe"}, "DEBUG from env: expected a boolean (true/false/1/0), got 'maybe'"),
         ({"APP_ENV": "prod"}, "APP_ENV from env: expected one of development, test, staging, production, got 'prod'"),
         ({"RATE_LIMIT_IP": "lots"}, "RATE_LIMIT_IP from env: expected a rate limit like '300/minute'"),
