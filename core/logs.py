@@ -108,21 +108,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Control characters (C0, DEL, C1, and the Unicode line/paragraph separators) written as escapes,
+# so that a value from a request (a path with %0a, a NUL) cannot forge or split a text log line.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character escaped (printable text is returned as is)."""
+    return text if text.isprintable() else text.translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record; every field escaped (:func:`escape_control`). A traceback follows on
+    lines that start with ``"  | "``, so none of its lines can pass for a record."""
+
     def format(self, record: logging.LogRecord) -> str:
         line = (
-            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
-            f"{record.getMessage()}"
+            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {escape_control(record.name)}: "
+            f"{escape_control(record.getMessage())}"
         )
         extras = [
-            f"{k}={v}"
+            f"{escape_control(k)}={escape_control(str(v))}"
             for k, v in record.__dict__.items()
             if k not in _STANDARD and not k.startswith("_") and v is not None
         ]
         if extras:
             line += "  [" + " ".join(extras) + "]"
         if record.exc_text:
-            line += "\n" + record.exc_text
+            line += "".join("\n  | " + escape_control(t) for t in record.exc_text.splitlines())
         return line
 
 
