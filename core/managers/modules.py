@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from flask import Blueprint, Flask
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STARTED, FAILED, SKIPPED, DISABLED = "started", "failed", "skipped", "disabled"
+# A package that cannot be imported cannot say `required = True`; its source still can.
+_REQUIRED_RE = re.compile(r"^\s+required\s*(:\s*bool\s*)?=\s*True\b", re.MULTILINE)
 
 
 class ModuleRecord:
@@ -69,6 +73,67 @@ def _import_package(directory: Path, name: str) -> ModuleType:
     return mod
 
 
+def _module_class(package: ModuleType, entry: Path) -> type[BaseModule]:
+    classes = [
+        obj
+        for obj in vars(package).values()
+        if isinstance(obj, type)
+        and issubclass(obj, BaseModule)
+        and obj is not BaseModule
+        and (obj.__module__ == package.__name__ or obj.__module__.startswith(package.__name__ + "."))
+    ]
+    if len(classes) != 1:
+        raise ModuleError(
+            f"{_shown(entry / '__init__.py')} must define exactly one BaseModule subclass, found {len(classes)}"
+        )
+    return classes[0]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (as editors show it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _import_failure(exc: Exception, init: Path) -> str:
+    """One line an editor can jump to: ``modules/x/__init__.py:3:25: SyntaxError: expected ':'``."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{_shown(Path(exc.filename))}:{exc.lineno}:{exc.offset}"
+        return f"{where}: {type(exc).__name__}: {exc.msg}"
+    if isinstance(exc, ModuleError):
+        return str(exc)
+    package_dir = init.parent.resolve()
+    where = _shown(init)
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        filename = Path(frame.f_code.co_filename)
+        if filename.is_relative_to(package_dir):
+            where = f"{_shown(filename)}:{lineno}"  # the innermost line of the module's own code
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _unavailable(rest: str) -> NoReturn:  # pragma: no cover - the blueprint's before_request answers first
+    raise ServiceUnavailable()
+
+
+class _Unloadable(BaseModule):
+    """Stands for a module package that could not be loaded: it has a name and a reason, no
+    code; it is never initialized (its state is ``failed`` from the start)."""
+
+    version = "-"
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def initialize(self, app_manager: AppManager) -> None:  # pragma: no cover - never called
+        raise ModuleError(f"module {self.name!r} could not be loaded")
+
+
 def order_modules(deps: dict[str, list[str]]) -> list[str]:
     """Topological order (dependencies first, then by name). Raises on cycles and missing names."""
     for name in sorted(deps):
@@ -107,8 +172,12 @@ class ModuleManager(Manager):
         self.disabled: list[str] = []
 
     # -- discovery --------------------------------------------------------------------------
-    def discover(self, directory: Path, disabled: list[str]) -> list[tuple[str, type[BaseModule], Path]]:
-        found: list[tuple[str, type[BaseModule], Path]] = []
+    def discover(self, directory: Path, disabled: list[str]) -> list[tuple[str, type[BaseModule] | str, Path]]:
+        """``(name, class, path)`` per module package; when a package cannot be loaded (a
+        syntax error, an import that fails, not exactly one BaseModule subclass) the class is
+        replaced by the one-line reason, and the module is marked failed like one whose
+        ``initialize`` raised."""
+        found: list[tuple[str, type[BaseModule] | str, Path]] = []
         if not directory.is_dir():
             logger.warning("MODULES_DIR %s does not exist; no modules loaded", directory)
             return found
@@ -119,23 +188,11 @@ class ModuleManager(Manager):
                 self.disabled.append(entry.name)
                 continue
             try:
-                package = _import_package(directory, entry.name)
-            except Exception as exc:
-                raise ModuleError(f"module {entry.name!r}: importing {entry / '__init__.py'} failed: {exc!r}") from exc
-            classes = [
-                obj
-                for obj in vars(package).values()
-                if isinstance(obj, type)
-                and issubclass(obj, BaseModule)
-                and obj is not BaseModule
-                and (obj.__module__ == package.__name__ or obj.__module__.startswith(package.__name__ + "."))
-            ]
-            if len(classes) != 1:
-                raise ModuleError(
-                    f"module {entry.name!r}: {entry / '__init__.py'} must define exactly one BaseModule "
-                    f"subclass, found {len(classes)}"
-                )
-            found.append((classes[0].name or entry.name, classes[0], entry))
+                cls = _module_class(_import_package(directory, entry.name), entry)
+            except Exception as exc:  # noqa: BLE001 - isolated like an initialize failure (SPEC §5); reported below
+                found.append((entry.name, _import_failure(exc, entry / "__init__.py"), entry))
+                continue
+            found.append((cls.name or entry.name, cls, entry))
         return found
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -150,9 +207,17 @@ class ModuleManager(Manager):
         if dupes:
             raise ModuleError(f"module name(s) defined twice: {', '.join(dupes)}")
         classes = {n: (cls, path) for n, cls, path in found}
-        self.order = order_modules({n: list(cls.dependencies) for n, (cls, _) in classes.items()})
+        deps = {n: [] if isinstance(c, str) else list(c.dependencies) for n, (c, _) in classes.items()}
+        self.order = order_modules(deps)
         for name in self.order:
             cls, path = classes[name]
+            if isinstance(cls, str):  # the package could not be loaded: failed, like initialize
+                if _REQUIRED_RE.search((path / "__init__.py").read_text(encoding="utf-8", errors="replace")):
+                    raise ModuleError(f"required module {name!r} could not be loaded: {cls}")
+                record = self.records[name] = ModuleRecord(name, _Unloadable(name), path)
+                record.state, record.error = FAILED, cls
+                logger.error("module %s failed to load: %s", name, cls)
+                continue
             instance = cls()
             if not instance.name:
                 instance.name = name
@@ -173,6 +238,8 @@ class ModuleManager(Manager):
 
     def _start(self, name: str, am: AppManager) -> None:
         record = self.records[name]
+        if record.state == FAILED:
+            return
         blocked = [d for d in record.instance.dependencies if self.records[d].state != STARTED]
         if blocked:
             record.state = SKIPPED
@@ -210,6 +277,10 @@ class ModuleManager(Manager):
             if record.state != STARTED:
                 raise ServiceUnavailable(f"module {record.name!r} is not running")
 
+        if isinstance(instance, _Unloadable):
+            # Nothing of it runs, but its URLs answer 503 (not 404): the module exists and failed.
+            bp.add_url_rule("/", "unavailable", _unavailable, defaults={"rest": ""}, methods=_ALL_METHODS)
+            bp.add_url_rule("/<path:rest>", "unavailable", _unavailable, methods=_ALL_METHODS)
         try:
             instance.register_routes(bp)
         except Exception as exc:  # noqa: BLE001 - isolated: _fail logs the traceback (or re-raises if required)
