@@ -157,6 +157,12 @@ class ConsoleHandler(logging.StreamHandler):
         pass
 
 
+def cli_verbose() -> bool:
+    """True when the running ``flask`` command was given ``-v``/``--verbose``. Read from the
+    command line: Flask loads the app before the command's own options are parsed."""
+    return any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | None = None) -> None:
     """Install Keel's handlers on the root logger, replacing ones installed before."""
     install_redaction()
@@ -167,8 +173,13 @@ def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | No
             handler.close()  # a LOG_FILE handler holds an open file
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     # Under the flask CLI (a click context is active while the app loads) stdout belongs to the
-    # command's output (`flask openapi`, `config show`): logs go to stderr there.
-    handlers: list[logging.Handler] = [ConsoleHandler(to_stderr=click.get_current_context(silent=True) is not None)]
+    # command's output (`flask openapi`, `config show`): logs go to stderr there, and only
+    # warnings and errors unless the command was given -v/--verbose (start-up INFO lines are
+    # noise before a command's output).
+    cli = click.get_current_context(silent=True) is not None
+    if cli and not cli_verbose() and logging.getLevelName(level) < logging.WARNING:
+        level = "WARNING"
+    handlers: list[logging.Handler] = [ConsoleHandler(to_stderr=cli)]
     if log_file:
         handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5))
     for handler in handlers:

@@ -51,4 +51,9 @@ def register_cli(app: Flask) -> None:
     from core.cli.users import users_cli
 
     for group in (config_cli, modules_cli, actions_cli, openapi_command, users_cli, api_keys_cli, bans_cli, db_cli):
+        if not any(p.name == "verbose" for p in group.params):
+            # Read by core.logs.cli_verbose() when the app loads; declared so click accepts it.
+            group.params.append(
+                click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, help="Show INFO log lines too.")
+            )
         app.cli.add_command(group)
