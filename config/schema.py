@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("PORT", "int", 8080, minimum=1, maximum=65535),
     S("MAX_CONTENT_LENGTH", "int", 1024 * 1024, minimum=1, help="largest accepted body in bytes"),
     S("CORS_ORIGINS", "list", [], help="allowed browser origins; empty = same origin only"),
+    S("TRUSTED_HOSTS", "list", [], help="Host header values served (e.g. api.example.com); required in production"),
+    S("HSTS_SECONDS", "int", 0, minimum=0, help="Strict-Transport-Security max-age behind TLS; 0 = no header"),
     S("LOG_LEVEL", "str", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     S("LOG_FORMAT", "str", None, choices=("json", "text"), help="default: json in production, text otherwise"),
     S("LOG_FILE", "str", None, help="also write logs to this size-rotated file"),

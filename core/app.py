@@ -57,7 +57,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
         from core.managers.vault import BOOTSTRAP_KEY
 
         app.extensions[BOOTSTRAP_KEY] = vault_sources[-1]
-    http.install(app, settings["CORS_ORIGINS"])
+    http.install(app, settings)
     try:
         am = AppManager(app, settings)
     except BaseException:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
+from config import Settings
 from core.http import cors, errors, health
 from core.http.pipeline import Pipeline
 
 
-def install(app: Flask, cors_origins: list[str]) -> None:
-    pipe = Pipeline(app)  # the one before_request/after_request pair; managers add their steps to it
-    cors.install(pipe, cors_origins)  # first: a preflight is answered before limits and auth
+def install(app: Flask, settings: Settings) -> None:
+    # No redirect may answer before the pipeline or reflect a Host header: `//x` is not merged
+    # into `/x` (404 instead of a 308) and `/docs/` is served like `/docs` (no slash redirect).
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.config["TRUSTED_HOSTS"] = settings["TRUSTED_HOSTS"] or None  # any Host when unset (not in production)
+    pipe = Pipeline(app, settings["HSTS_SECONDS"])  # the one before/after pair; managers add steps to it
+    cors.install(pipe, settings["CORS_ORIGINS"])  # first: a preflight is answered before limits and auth
     errors.install(app)
     app.register_blueprint(health.bp)

@@ -18,9 +18,11 @@ pipeline with :func:`pipeline`), never through ``app.before_request``/``app.afte
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from flask.ctx import _AppCtxGlobals
@@ -40,8 +42,9 @@ _perf_counter = time.perf_counter
 class Pipeline:
     """The request steps of one app (one instance per app, in ``app.extensions``)."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, hsts_seconds: int = 0) -> None:
         self._config = app.config  # the config, not the app: extensions keep no self.app
+        self._hsts = f"max-age={hsts_seconds}; includeSubDomains" if hsts_seconds else None
         self.before: list[BeforeStep] = []
         self.after: list[AfterStep] = []
         app.extensions[EXTENSION] = self
@@ -71,6 +74,8 @@ class Pipeline:
             length = req.content_length
             if limit is not None and length is not None and length > limit:
                 raise PayloadTooLarge()
+        elif "HTTP_TRANSFER_ENCODING" in environ:
+            _buffer_streamed_body(environ, self._config.get("MAX_CONTENT_LENGTH"))
         for step in self.before:
             answer = step(req, ctx_g)
             if answer is not None:
@@ -85,8 +90,51 @@ class Pipeline:
         state = get_state(ctx_g)  # created here when the before step did not run
         if access_log.logger.isEnabledFor(logging.INFO):
             access_log.log_request(req, state.started, response)
-        response.headers[HEADER] = state.request_id
+        headers = response.headers
+        headers[HEADER] = state.request_id
+        # Security headers (SPEC §3), set here once for every response. add(): nothing else sets them.
+        headers.add("X-Content-Type-Options", "nosniff")
+        headers.add("Referrer-Policy", "no-referrer")
+        if state.no_store:  # the body carries a secret (tokens, a new API key)
+            headers["Cache-Control"] = "no-store"
+            headers.add("Pragma", "no-cache")
+        if response.mimetype == "text/html":
+            headers.setdefault("Content-Security-Policy", HTML_CSP)
+        if self._hsts is not None:
+            headers.add("Strict-Transport-Security", self._hsts)
         return response
+
+
+# HTML pages (/docs, /admin) load only this origin's scripts, styles and images, and may not be
+# framed. Swagger UI sets inline style attributes and uses data: images, hence those two.
+HTML_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _buffer_streamed_body(environ: dict[str, Any], limit: int | None) -> None:
+    """A body sent without Content-Length (``Transfer-Encoding: chunked``) is read here, up to
+    ``limit`` + 1 bytes: over the limit it is a 413 — Werkzeug would hand the view the first
+    ``limit`` bytes and drop the rest silently — otherwise the rest of the app sees an ordinary
+    body with a Content-Length. Only such requests pay for this."""
+    stream = environ["wsgi.input"]
+    cap = (limit if limit is not None else 1 << 62) + 1
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap:
+        chunk = stream.read(min(65536, cap - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if limit is not None and size > limit:
+        raise PayloadTooLarge()
+    body = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ.pop("wsgi.input_terminated", None)
 
 
 def pipeline(app: Flask) -> Pipeline:

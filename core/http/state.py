@@ -43,6 +43,7 @@ class RequestState:
     identity: str | None = None  # "user:42" | "api_key:…" | "ip:…" once the guard passed
     ip_limited: bool = False  # the IP limit was already counted for this request
     rate_states: list[Any] | None = None  # limiter TierStates for the rate-limit headers
+    no_store: bool = False  # the response carries a secret: Cache-Control: no-store
 
 
 def get_state(ctx_g: _AppCtxGlobals | None = None) -> RequestState:

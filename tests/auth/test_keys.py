@@ -116,7 +116,7 @@ def test_hs256_jwks_rotation(auth_app: Any) -> None:
 def test_production_accepts_a_key_set_instead_of_a_secret(make_app: Any) -> None:
     jwk, _ = private_jwk("EdDSA", "prod-1")
     app = make_app(APP_ENV="production", JWT_ALGORITHM="EdDSA", JWT_KEYS=json.dumps({"keys": [jwk]}),
-                   API_KEY_PEPPER="p" * 40, ENCRYPTION_KEYS=None)
+                   API_KEY_PEPPER="p" * 40, ENCRYPTION_KEYS=None, TRUSTED_HOSTS="api.example.com")
     assert app.extensions["keel"].jwt.keys.signing_kid == "prod-1"
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY is not set"):
         make_app(APP_ENV="production", JWT_ALGORITHM="EdDSA", API_KEY_PEPPER="p" * 40)

@@ -37,7 +37,9 @@ def test_config_show_prints_only_rows_on_stdout(tmp_path: Path) -> None:
     assert table["PORT"] == ["env", "8181"]
     assert table["JWT_SECRET_KEY"] == ["env", "********"]
     assert "env-secret" not in result.stdout + result.stderr
-    assert "keel 0.1.0 started" in result.stderr
+    assert "keel 0.1.0 started" not in result.stderr  # INFO start-up lines only with -v
+    verbose = flask(tmp_path, "config", "-v", "show", JWT_SECRET_KEY="env-secret-" + "x" * 32, PORT="8181")
+    assert verbose.stdout == result.stdout and "keel 0.1.0 started" in verbose.stderr
 
 
 def test_bad_setting_exits_non_zero_with_one_line(tmp_path: Path) -> None:

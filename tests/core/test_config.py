@@ -135,7 +135,7 @@ def test_required_setting_missing_names_the_key_and_the_sources(
 
 
 def _production(secrets: Path, **env: str) -> Any:
-    base = {"APP_ENV": "production", "JWT_SECRET_KEY": STRONG, "API_KEY_PEPPER": "p" * 32}
+    base = {"APP_ENV": "production", "JWT_SECRET_KEY": STRONG, "API_KEY_PEPPER": "p" * 32, "TRUSTED_HOSTS": "a.example"}
     return load_settings({"SECRETS_DIR": str(secrets)}, {**base, **env})
 
 
@@ -154,6 +154,7 @@ def test_production_accepts_a_safe_configuration(secrets: Path) -> None:
         ({"CORS_ORIGINS": "https://a.example,*"}, "CORS_ORIGINS=* is not allowed in production"),
         ({"DEBUG": "true"}, "DEBUG must be off in production"),
         ({"APP_ENV": "staging", "DEBUG": "1"}, "DEBUG must be off in production"),
+        ({"TRUSTED_HOSTS": ""}, "TRUSTED_HOSTS is not set"),
     ],
 )
 def test_production_refusals(secrets: Path, env: dict[str, str], problem: str) -> None:
@@ -171,7 +172,7 @@ def test_production_refuses_a_generated_key_file_source() -> None:
     # a key generated in development is marked "generated" for that process; production
     # refuses any generated (or default) source even when the value itself is long enough
     values = {s.key: s.default for s in config.SETTINGS}
-    values.update(APP_ENV="production", JWT_SECRET_KEY=STRONG, API_KEY_PEPPER="p" * 32)
+    values.update(APP_ENV="production", JWT_SECRET_KEY=STRONG, API_KEY_PEPPER="p" * 32, TRUSTED_HOSTS=["a.example"])
     sources = dict.fromkeys(values, "default")
     for source in ("generated:secrets/jwt_secret_key", "generated", "default"):
         sources["JWT_SECRET_KEY"] = source

@@ -39,7 +39,12 @@ def test_item_02_production_refuses_generated_secrets_wherever_read_from(tmp_pat
     # real values start
     real = load_settings(
         {"APP_ENV": "production", "SECRETS_DIR": str(tmp_path / "empty")},
-        {"JWT_SECRET_KEY": "r" * 48, "API_KEY_PEPPER": "p" * 40, "ENCRYPTION_KEYS": Fernet.generate_key().decode()},
+        {
+            "JWT_SECRET_KEY": "r" * 48,
+            "API_KEY_PEPPER": "p" * 40,
+            "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "TRUSTED_HOSTS": "api.example.com",
+        },
     )
     assert real.source("JWT_SECRET_KEY") == "env"
 
