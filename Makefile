@@ -1,17 +1,21 @@
 # The two commands: `make run` and `make test`. Both create .venv on first use.
 PYTHON ?= python3
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c  # a failing pip fails the target even when piped
 VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: run test lint typecheck ci clean bench
 
 $(BIN)/.run-installed: requirements.txt
+	@echo "make: installing the runtime requirements into $(VENV) (first run only, about a minute)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install -r requirements.txt | sed -un '/^\(Collecting\|Successfully\)/p'  # one line per package
 	touch $@
 
 $(BIN)/.dev-installed: requirements.txt requirements-dev.txt
+	@echo "make: installing the development requirements into $(VENV) (first run only)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
