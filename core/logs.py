@@ -81,9 +81,10 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
+            state = g.get("keel")  # core.http.state.RequestState (read by name: logs sit below http)
             for name in ("request_id", "identity", "action"):
                 if not hasattr(record, name):
-                    setattr(record, name, g.get(f"keel_{name}"))
+                    setattr(record, name, getattr(state, name, None))
         return True
 
 
