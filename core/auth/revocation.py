@@ -45,7 +45,7 @@ DB_CHECK_CACHE_SIZE = 4096
 API_KEY_MARK_TTL = 3600  # longer than any API_KEY_CACHE_TTL: every worker's cached copy is gone by then
 # Redis not answering: its own errors, socket errors, or a 503 (the breaker failing fast; in
 # a resync also the database manager's DatabaseUnavailable).
-REDIS_DOWN = (redis_lib.RedisError, OSError, ServiceUnavailable)
+_REDIS_DOWN = (redis_lib.RedisError, OSError, ServiceUnavailable)
 
 
 def revocations_table(metadata: sa.MetaData) -> sa.Table:
@@ -88,7 +88,7 @@ class Revocation:
             return None
         try:
             return list(self.redis.breaker.call(client.mget, keys))
-        except REDIS_DOWN:
+        except _REDIS_DOWN:
             self._resync_needed = True
             logger.warning("Redis unavailable for the deny-list; the database answers")
             return None
@@ -101,7 +101,7 @@ class Revocation:
             return
         try:
             self.redis.breaker.call(op, client)
-        except REDIS_DOWN:
+        except _REDIS_DOWN:
             self._resync_needed = True
             logger.warning(down_message)
 
@@ -189,7 +189,7 @@ class Revocation:
             self.redis.breaker.call(pipe.execute)
             self._resync_needed = False
             logger.info("token deny-list copied to Redis (%d entries, %d versions)", len(rows), len(versions))
-        except REDIS_DOWN:
+        except _REDIS_DOWN:
             logger.warning("token deny-list resync to Redis failed; will retry")
         finally:
             self._resync_lock.release()
