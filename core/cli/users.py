@@ -9,10 +9,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from core.auth.users import UserStore
 from core.cli.common import cli_error
 from core.errors import KeelError
 from core.managers.jwt import JWTManager
-from core.users import UserStore
 
 audit = logging.getLogger("keel.audit")
 
@@ -25,10 +25,7 @@ def _jwt() -> JWTManager:
 
 
 def _store() -> UserStore:
-    store = _jwt().users
-    assert store is not None
-    return store
-
+    return _jwt().users
 
 
 @users_cli.command("create")

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from core import BaseModule
 from core.actions.openapi import ERROR_REF
 from core.auth.identity import Requirement
+from core.auth.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE
 from core.errors import (
     BadRequest,
     Forbidden,
@@ -27,7 +28,6 @@ from core.http import auth as http_auth
 from core.http.guard import check
 from core.http.state import current_request_id
 from core.module import ActionContext
-from core.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE
 
 audit = logging.getLogger("keel.audit")
 

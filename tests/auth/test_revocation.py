@@ -68,9 +68,12 @@ def test_redis_and_database_down_is_503(auth_app: Any, redis_server_factory: Any
     pair = login(client, "kate")
     server.stop()
     assert client.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200  # the DB answers
-    # Take the database away as well: the deny-list cannot be read → 503, never a 200.
+    # Take the database away as well: the deny-list cannot be read → 503, never a 200. (A
+    # directory in the file's place: SQLite cannot open it, where it would otherwise create a
+    # fresh, empty database — a database that answers, not one that is down.)
     db_file = Path(base_config["DATABASE_URL"].removeprefix("sqlite:///"))
     shutil.move(db_file, db_file.with_suffix(".gone"))
+    db_file.mkdir()
     app.extensions["keel"].db.sql.dispose()
     time.sleep(0.6)  # past the 0.5 s reuse of the database's last "not revoked" answer
     resp = client.get("/probe/any", headers=bearer(pair["access_token"]))

@@ -80,7 +80,7 @@ def _queries(am: Any) -> dict[str, Any]:
             kind="task", record_key="1", version=2, from_state="todo", to_state="doing", actor="user:1", changed_at=None
         ),
         "ping": sa.select(sa.literal(1)),
-        # users (core/users.py)
+        # users (core/auth/users.py)
         "user_insert": sa.insert(users).values(
             username="alice",
             email=None,
@@ -97,7 +97,7 @@ def _queries(am: Any) -> dict[str, Any]:
         .where(users.c.id == 1)
         .values(token_version=users.c.token_version + 1, updated_at=NOW, active=False),
         "user_versions": sa.select(users.c.id, users.c.token_version).where(users.c.token_version != 0),
-        # token revocation and refresh rotation (core/managers/jwt.py)
+        # token revocation and refresh rotation (core/auth/revocation.py, core/auth/families.py)
         "family_insert": sa.insert(families).values(
             fam="f1", user_id=1, current_jti="j1", created_at=NOW, rotated_at=NOW, revoked_at=None
         ),
@@ -116,7 +116,7 @@ def _queries(am: Any) -> dict[str, Any]:
         "revocation_check": sa.select(users.c.token_version, users.c.active, denied.label("denied")).where(
             users.c.id == 1
         ),
-        # API keys (core/managers/api_keys.py)
+        # API keys (core/auth/api_keys.py)
         "api_key_load": sa.select(keys, users.c.active.label("owner_active"))
         .select_from(keys.outerjoin(users, users.c.id == keys.c.owner_id))
         .where(keys.c.id == "0123456789abcdef"),

@@ -1,22 +1,23 @@
-"""Users in the relational database (SPEC §6): argon2id hashes, roles, active flag, token version.
+"""Users and their administration (SPEC §6): argon2id hashes, roles, active flag, token version.
 
 The ``users`` table is declared on ``am.db.metadata`` (SQLAlchemy Core; SQLite, PostgreSQL and
 Oracle) and created with the other tables by ``am.db.create_all()``; times are Unix epoch
 seconds (``Float``: a double on every backend, ``FLOAT(126)`` on Oracle). :class:`UserStore`
-is the only code that reads or writes it; the JWT manager owns one (``am.jwt.users``) and
-registers it as the ``users`` service.
+writes it (the deny-list in :mod:`core.auth.revocation` reads its token versions); the JWT
+manager owns one (``am.jwt.users``) and registers it as the ``users`` service.
 
 The token version (``token_version``) is part of every token (claim ``ver``): bumping it
-revokes every token of the user at once (logout-all, disable, role change, admin revoke).
+revokes every token of the user at once (logout-all, disable, role change, admin revoke), so
+every administrative change (:meth:`UserStore.set_active`, :meth:`UserStore.set_roles`) bumps
+it in the same statement.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -24,13 +25,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from core.errors import Conflict, NotFound, ValidationError
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from core.managers.database import DatabaseManager
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,60}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
-BUILTIN_ROLES = ("admin", "user")
 
 
 def users_table(metadata: sa.MetaData) -> sa.Table:
@@ -116,11 +117,15 @@ def _roles_text(roles: list[str] | tuple[str, ...]) -> str:
 
 
 class UserStore:
-    """CRUD on ``users`` and password verification with a constant-work path for unknown users."""
+    """CRUD on ``users`` and password verification with a constant-work path for unknown users.
 
-    def __init__(self, engine: sa.Engine, metadata: sa.MetaData, env: str) -> None:
-        self.engine = engine
-        self.table = users_table(metadata)
+    Reads go through ``db.read`` (retried after a transient error), writes through
+    ``db.transaction()``; a database that is down is a 503 raised there.
+    """
+
+    def __init__(self, db: DatabaseManager, env: str) -> None:
+        self.db = db
+        self.table = users_table(db.metadata)
         self.hasher = make_hasher(env)
         # Verifying against this when the user does not exist makes "unknown user" cost the
         # same as "wrong password" (SPEC §6: similar timing).
@@ -139,18 +144,19 @@ class UserStore:
             updated_at=float(row.updated_at),
         )
 
+    def _one(self, where: Any) -> User | None:
+        query = sa.select(self.table).where(where)
+        row = self.db.read(lambda conn: conn.execute(query).first())
+        return self._row(row) if row is not None else None
+
     def get(self, user_id: int) -> User | None:
         user_id = int(user_id)
         if not -(2**63) <= user_id < 2**63:  # no such row; the database driver would overflow
             return None
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.table).where(self.table.c.id == user_id)).first()
-        return self._row(row) if row is not None else None
+        return self._one(self.table.c.id == user_id)
 
     def by_username(self, username: str) -> User | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.table).where(self.table.c.username == username)).first()
-        return self._row(row) if row is not None else None
+        return self._one(self.table.c.username == username)
 
     def require(self, ref: int | str) -> User:
         """A user by id (int or digits) or username; NotFound otherwise."""
@@ -164,22 +170,16 @@ class UserStore:
         return user
 
     def all(self, limit: int = 1000) -> list[User]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(self.table).order_by(self.table.c.id).limit(limit)).all()
+        query = sa.select(self.table).order_by(self.table.c.id).limit(limit)
+        rows = self.db.read(lambda conn: conn.execute(query).all())
         return [self._row(r) for r in rows]
 
     def versions(self) -> dict[int, int]:
         """``{user_id: token_version}`` for every user whose version is not 0 (Redis resync)."""
         t = self.table
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.id, t.c.token_version).where(t.c.token_version != 0)).all()
+        query = sa.select(t.c.id, t.c.token_version).where(t.c.token_version != 0)
+        rows = self.db.read(lambda conn: conn.execute(query).all())
         return {int(r.id): int(r.token_version) for r in rows}
-
-    def version_and_active(self, user_id: int) -> tuple[int, bool] | None:
-        t = self.table
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.c.token_version, t.c.active).where(t.c.id == int(user_id))).first()
-        return (int(row.token_version), bool(row.active)) if row is not None else None
 
     # -- writes -------------------------------------------------------------------------------
     def create(
@@ -202,7 +202,7 @@ class UserStore:
             "updated_at": now,
         }
         try:
-            with self.engine.begin() as conn:
+            with self.db.transaction() as conn:
                 result = conn.execute(sa.insert(self.table).values(**values))
                 user_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         except sa.exc.IntegrityError:
@@ -228,22 +228,23 @@ class UserStore:
         return user
 
     def _password_hash(self, user_id: int) -> str | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(sa.select(self.table.c.password_hash).where(self.table.c.id == user_id)).scalar()
+        query = sa.select(self.table.c.password_hash).where(self.table.c.id == user_id)
+        value = self.db.read(lambda conn: conn.execute(query).scalar())
         return str(value) if value is not None else None
 
     def _set_hash(self, user_id: int, new_hash: str) -> None:
-        with self.engine.begin() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 sa.update(self.table)
                 .where(self.table.c.id == user_id)
                 .values(password_hash=new_hash, updated_at=time.time())
             )
 
+    # -- administration: every change revokes the user's tokens ----------------------------------
     def bump_version(self, user_id: int, **changes: Any) -> int:
         """Increment the token version atomically (with optional column changes); the new value."""
         t = self.table
-        with self.engine.begin() as conn:
+        with self.db.transaction() as conn:
             result = conn.execute(
                 sa.update(t)
                 .where(t.c.id == int(user_id))
@@ -254,5 +255,10 @@ class UserStore:
             value = conn.execute(sa.select(t.c.token_version).where(t.c.id == int(user_id))).scalar_one()
         return int(value)
 
-    def set_roles_values(self, roles: list[str] | tuple[str, ...]) -> dict[str, Any]:
-        return {"roles": _roles_text(roles)}
+    def set_active(self, user_id: int, active: bool) -> int:
+        """Enable or disable a user; the new token version (every token is revoked)."""
+        return self.bump_version(user_id, active=active)
+
+    def set_roles(self, user_id: int, roles: list[str] | tuple[str, ...]) -> int:
+        """Replace a user's roles; the new token version (tokens with the old roles are revoked)."""
+        return self.bump_version(user_id, roles=_roles_text(roles))
