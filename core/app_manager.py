@@ -82,8 +82,10 @@ class AppManager:
             raise
 
     def _declare(self, app: Flask, attr: str, manager: Any) -> Any:
-        self._managers[attr] = manager
+        # Registered once its init_app succeeded: init_app starts nothing (no threads, no
+        # network), so a manager whose init_app raised has nothing to dispose.
         manager.init_app(app, self)
+        self._managers[attr] = manager
         return manager
 
     def start(self) -> None:

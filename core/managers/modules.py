@@ -197,8 +197,17 @@ class ModuleManager(Manager):
 
     # -- lifecycle --------------------------------------------------------------------------
     def init_app(self, app: Flask, am: AppManager) -> None:
-        """Discover, order, initialize and route every module (the last manager declared)."""
+        """Discover, order, initialize and route every module (the last manager declared).
+        Unlike the managers' declarations, a module's ``initialize`` may hold resources: when
+        loading stops half-way (a required module failed), the started ones are disposed here."""
         super().init_app(app, am)
+        try:
+            self._load(app, am)
+        except BaseException:
+            self.dispose()
+            raise
+
+    def _load(self, app: Flask, am: AppManager) -> None:
         settings = am.settings
         directory = Path(settings["MODULES_DIR"])
         found = self.discover(directory, settings["MODULES_DISABLED"])
@@ -334,8 +343,8 @@ class ModuleManager(Manager):
 
     def dispose(self) -> None:
         for name in reversed(self.order):
-            record = self.records[name]
-            if record.state != STARTED:
+            record = self.records.get(name)  # loading may have stopped before every record
+            if record is None or record.state != STARTED:
                 continue
             try:
                 record.instance.dispose()
