@@ -67,10 +67,10 @@ def protect(
 
     ``auth``, ``roles``, ``scopes``, ``rate_limit``, ``params`` and ``additional_params`` mean
     what they mean in action YAML (SPEC §4.1), with the same parameter keywords. ``summary``:
-    the route's one line in OpenAPI (default: the first line of the view's docstring, whose whole
-    text is the operation's description). ``status``:
-    the success status (e.g. 201). ``name``: the route's name for its rate limit and
-    ``ctx.action`` (default ``<package>_<function>``, e.g. ``auth_login``).
+    the route's one line in OpenAPI (default: the first line of the view's docstring, whose
+    whole text is the operation's description). ``status``: the success status (e.g. 201).
+    ``name``: the route's name for its rate limit and ``ctx.action`` (default
+    ``<package>_<function>``, e.g. ``auth_login``; the rules of an action name).
     Raises :class:`~core.errors.ActionDefinitionError` for a declaration the action checker
     refuses, naming the view, its file and line, and each problem.
     """
@@ -111,6 +111,8 @@ def _where(view: Callable[..., Any]) -> str:
 
 
 def _check_signature(view: Callable[..., Any], where: str) -> None:
+    if inspect.iscoroutinefunction(view):
+        raise ActionDefinitionError(f"@protect on {where}: the view must be a plain function, not async")
     try:
         parameters = list(inspect.signature(view).parameters.values())
     except (TypeError, ValueError):
@@ -152,7 +154,10 @@ def _check(name: str, declaration: dict[str, Any], where: str) -> ActionSpec:
     problems += more
     if problems or len(specs) != 1:
         prefix = f"actions.{name}."
-        errors = [f"{p.key.removeprefix(prefix)}: {p.message}" for p in problems]
+        errors = [
+            f"{p.key.removeprefix(prefix)}: {p.message}" if p.key != prefix[:-1] else f"{p.message}; pass name=..."
+            for p in problems
+        ]
         raise ActionDefinitionError(f"@protect on {where}: " + "; ".join(errors), errors)
     return specs[0]
 
