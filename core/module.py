@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.auth.policy import has_role
 from core.errors import ModuleError
 
 if TYPE_CHECKING:
@@ -40,17 +41,21 @@ def is_action(obj: Any) -> bool:
     return callable(obj) and getattr(obj, ACTION_MARK, False) is True
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionContext:
     """What a handler knows about the call: who, from where, which request."""
 
     request_id: str
     client_ip: str
-    action: str = ""
+    action: str = ""  # the action's (or protected route's) name
     user: dict[str, Any] | None = None  # {"id", "username", "roles"}
     api_key: dict[str, Any] | None = None  # {"id", "name", "scopes"}
     status: int = 200  # a handler sets 201 for "created"
-    extra: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] | None = None  # a user call's verified access-token claims (jti, fam, exp, ...)
+
+    def has_role(self, role: str) -> bool:
+        """The caller is a user holding ``role`` (``admin`` holds every role)."""
+        return self.user is not None and has_role(self.user["roles"], (role,))
 
     @property
     def identity(self) -> str:

@@ -2,7 +2,8 @@
 
 Generated from the loaded registry and ``app.url_map``, never written by hand (DESIGN habit
 12). A view function may carry ``__keel_openapi__`` (a dict merged into its operations, e.g.
-``{"security": [], "summary": "..."}``) to describe itself better than the defaults.
+``{"security": [], "summary": "..."}``, or ``f(method, path_parameters) -> dict`` as
+``core.http.protect`` sets it) to describe itself better than the defaults.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def _route_operations(app: Flask) -> dict[str, dict[str, Any]]:
         ]
         view = app.view_functions.get(rule.endpoint)
         doc = (getattr(view, "__doc__", None) or "").strip()
-        extra = dict(getattr(view, "__keel_openapi__", {}) or {})
+        extra = getattr(view, "__keel_openapi__", None)  # a dict, or a @protect'ed route's builder
         for method in methods:
             op: dict[str, Any] = {
                 "operationId": re.sub(r"\W", "_", f"{rule.endpoint}_{method.lower()}"),
@@ -209,7 +210,10 @@ def _route_operations(app: Flask) -> dict[str, dict[str, Any]]:
                 op["security"] = [{"bearerAuth": []}, {"apiKey": []}, {}]
             if parameters:
                 op["parameters"] = parameters
-            op.update(extra)
+            if callable(extra):
+                op.update(extra(method, parameters))
+            elif extra:
+                op.update(extra)
             paths.setdefault(url, {})[method.lower()] = op
     return paths
 

@@ -1,27 +1,34 @@
 """The request guard: ban → authentication → authorization → rate limits (SPEC §4.4).
 
-Every protected endpoint (each action, the auth routes, module routes) states what it needs as
-a :class:`Requirement`; :func:`check` enforces it and returns the :class:`ActionContext`.
+Every protected endpoint (each action, every ``@protect``-ed route) states what it needs as a
+:class:`Requirement`; :func:`check` enforces it and returns the :class:`ActionContext`.
 
-Seams (each filled by its own manager):
-- authentication: ``core.http.auth.authenticate()`` decodes the JWT / API key locally (no
+Its parts, each decided in one place:
+- authentication: :func:`core.http.auth.authenticate` decodes the JWT / API key locally (no
   Redis) into a :class:`Principal`;
+- authorization: :func:`core.auth.policy.authorize`, a pure decision on roles / scopes, decided
+  first and *reported* after bans and authentication;
 - revocation, bans and every limit: ONE call to the limiter (one Redis round trip), which also
-  reads the principal's revocation keys;
-- authorization: roles / scopes, decided locally, *reported* after bans and authentication.
+  reads the principal's revocation keys.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from flask import Request, current_app, g, request
 from flask.ctx import _AppCtxGlobals
 
 from core.auth.identity import Principal, Requirement
+from core.auth.policy import authorize
 from core.errors import HTTPError, Unauthorized
 from core.http import auth
 from core.http.client import request_ip
 from core.http.state import get_state
 from core.module import ActionContext
+
+if TYPE_CHECKING:
+    from core.app_manager import AppManager
 
 
 def check(requirement: Requirement) -> ActionContext:
@@ -35,9 +42,9 @@ def check(requirement: Requirement) -> ActionContext:
     """
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup each
     ctx_g: _AppCtxGlobals = g._get_current_object()
-    am = current_app.extensions["keel"]
-    limiter = getattr(am, "limiter", None)
-    ip = request_ip(req, ctx_g, limiter.trusted_proxies if limiter is not None else None)
+    am: AppManager = current_app.extensions["keel"]
+    limiter = am.limiter
+    ip = request_ip(req, ctx_g, limiter.trusted_proxies)
     principal: Principal | None = None
     auth_error: HTTPError | None = None
     try:
@@ -45,41 +52,53 @@ def check(requirement: Requirement) -> ActionContext:
     except Unauthorized as exc:
         if requirement.auth != "public":  # a public endpoint ignores a bad credential
             auth_error = exc
-    authz_error = auth.authorize(principal, requirement) if auth_error is None else None
-    revocation_values = None
-    if limiter is not None:
-        keys = auth.revocation_keys(principal) if principal is not None and limiter.using_redis else None
-        outcome, _plan = limiter.check_request(
-            ip,
-            principal,
-            requirement,
-            identity_limits=auth_error is None and authz_error is None,
-            revocation_keys=keys,
-        )
-        banned = limiter.banned_error(outcome)
-        if banned is not None:
-            raise banned
-        if keys is not None:
-            revocation_values = outcome.revocation_values
+    authz_error = authorize(principal, requirement) if auth_error is None else None
+    keys = auth.revocation_keys(principal, am) if principal is not None and limiter.using_redis else None
+    outcome, _plan = limiter.check_request(
+        ip,
+        principal,
+        requirement,
+        identity_limits=auth_error is None and authz_error is None,
+        revocation_keys=keys,
+    )
+    banned = limiter.banned_error(outcome)
+    if banned is not None:
+        raise banned
     if auth_error is not None:
         raise auth_error
     if principal is not None:
-        try:
-            auth.check_revocation(principal, revocation_values)
-        except Unauthorized:
-            if requirement.auth != "public":
-                raise
-            principal = None  # a public endpoint serves a revoked credential as anonymous
+        principal = _unless_revoked(principal, outcome.revocation_values if keys is not None else None, am, requirement)
     if authz_error is not None:
         raise authz_error
-    if limiter is not None:
-        limited = limiter.limited_error(outcome)
-        if limited is not None:
-            raise limited
-    user, api_key = auth.context_identity(principal)
+    limited = limiter.limited_error(outcome)
+    if limited is not None:
+        raise limited
     state = get_state(ctx_g)
-    ctx = ActionContext(request_id=state.request_id, client_ip=ip, action=requirement.name, user=user, api_key=api_key)
+    ctx = _context(principal, state.request_id, ip, requirement.name)
     state.identity = ctx.identity
     return ctx
 
 
+def _unless_revoked(
+    principal: Principal, values: list[Any] | None, am: AppManager, requirement: Requirement
+) -> Principal | None:
+    """``principal`` when its credential is not revoked; a public endpoint serves a revoked one
+    as anonymous, any other raises :class:`Unauthorized`."""
+    try:
+        auth.check_revocation(principal, values, am)
+    except Unauthorized:
+        if requirement.auth != "public":
+            raise
+        return None
+    return principal
+
+
+def _context(principal: Principal | None, request_id: str, ip: str, name: str) -> ActionContext:
+    """The handler's view of the caller: ``ctx.user`` for a user token, ``ctx.api_key`` for a key."""
+    if principal is None:
+        return ActionContext(request_id=request_id, client_ip=ip, action=name)
+    if principal.kind == "user":
+        user = {"id": int(principal.id), "username": principal.name, "roles": list(principal.roles)}
+        return ActionContext(request_id=request_id, client_ip=ip, action=name, user=user, claims=principal.claims)
+    api_key = {"id": principal.id, "name": principal.name, "scopes": list(principal.scopes)}
+    return ActionContext(request_id=request_id, client_ip=ip, action=name, api_key=api_key)

@@ -14,24 +14,21 @@ class System(BaseModule):
     required = True
 
     def initialize(self, app_manager: Any) -> None:
-        self.started_at = time.time()
+        self.am = app_manager
 
     @action
     def info(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        am = self.app_manager
-        assert am is not None
-        actions = getattr(am, "actions", None)
+        am = self.am
         return {
             "version": am.version,
             "uptime_s": round(time.time() - am.started_at, 1),
             "modules": [{"name": m["name"], "state": m["state"]} for m in am.modules.info()],
-            "action_count": actions.count() if actions is not None else 0,
+            "action_count": am.actions.count(),
         }
 
     @action
     def module_status(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        am = self.app_manager
-        assert am is not None
+        am = self.am
         name = params["module_name"]
         for info in am.modules.info():
             if info["name"] == name:

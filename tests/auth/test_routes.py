@@ -178,3 +178,57 @@ def test_login_attempts_reach_the_limiter(auth_app: Any) -> None:
     assert statuses[-1] == 403  # banned
     resp = client.post("/auth/login", json={"username": "hank", "password": PASSWORD})
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "banned"
+
+
+def test_bodies_go_through_the_one_parser_and_the_declared_params(app: Any) -> None:
+    """The routes are @protect-ed: SPEC §3 body rules, declared parameters, unknown ones ignored."""
+    client = app.test_client()
+    create_user(app, "ivan")
+    twice = client.post(
+        "/auth/login", data='{"username": "ivan", "username": "x", "password": "p"}', content_type="application/json"
+    )
+    assert twice.status_code == 400 and "more than once" in twice.get_json()["error"]["message"]
+    nul = client.post("/auth/login", json={"username": "ivan\u0000", "password": PASSWORD})
+    assert nul.status_code == 400 and "NUL" in nul.get_json()["error"]["message"]
+    wrong = client.post("/auth/login", json={"username": 7, "password": ""})
+    assert wrong.status_code == 400 and wrong.get_json()["error"]["code"] == "validation_error"
+    assert {d["param"] for d in wrong.get_json()["error"]["details"]} == {"username", "password"}
+    # parameters the route does not declare are ignored, as they always were
+    ok = client.post("/auth/login?next=/home", json={"username": "ivan", "password": PASSWORD, "remember": True})
+    assert ok.status_code == 200 and ok.get_json()["token_type"] == "Bearer"
+    no_email = client.post("/auth/register", json={"username": "judy", "password": PASSWORD, "email": None})
+    assert no_email.status_code == 201
+    bad_email = client.post("/auth/register", json={"username": "kate", "password": PASSWORD, "email": "nope"})
+    assert bad_email.status_code == 400 and bad_email.get_json()["error"]["details"][0]["param"] == "email"
+
+
+def test_admins_create_keys_for_others_by_id_or_name(app: Any) -> None:
+    client = app.test_client()
+    create_user(app, "root", admin=True)
+    other = create_user(app, "leo")
+    root, leo = login(client, "root")["access_token"], login(client, "leo")["access_token"]
+    for ref in (other.id, "leo", str(other.id)):
+        made = client.post("/auth/api-keys", json={"name": "for-leo", "owner_id": ref}, headers=bearer(root))
+        assert made.status_code == 201, made.get_json()
+    keys = client.get("/auth/api-keys", headers=bearer(leo)).get_json()["api_keys"]
+    assert [k["name"] for k in keys] == ["for-leo"] * 3
+    refused = client.post("/auth/api-keys", json={"name": "x", "owner_id": "root"}, headers=bearer(leo))
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    no_expiry = client.post("/auth/api-keys", json={"name": "y", "expires_in_days": None}, headers=bearer(leo))
+    assert no_expiry.status_code == 201 and no_expiry.get_json()["api_key"]["expires_at"] is None
+
+
+def test_openapi_entries_come_from_the_declarations(app: Any) -> None:
+    paths = app.test_client().get("/openapi.json").get_json()["paths"]
+    login_op = paths["/auth/login"]["post"]
+    assert login_op["security"] == [] and set(login_op["responses"]) == {"200", "default"}
+    body = login_op["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["username", "password"] and set(body["properties"]) == {"username", "password"}
+    register = paths["/auth/register"]["post"]
+    assert set(register["responses"]) == {"201", "default"}
+    props = register["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert props["password"] == {"type": "string", "minLength": 8, "maxLength": 256}
+    assert props["username"]["pattern"] and props["email"]["format"] == "email"
+    for path, method in [("/auth/me", "get"), ("/auth/logout", "post"), ("/auth/api-keys/{key_id}", "delete")]:
+        assert paths[path][method]["security"] == [{"bearerAuth": []}], path
+    assert "owner_id" in paths["/auth/api-keys"]["post"]["description"]

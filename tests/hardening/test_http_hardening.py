@@ -134,3 +134,17 @@ def test_item_11_security_headers(make_app: Any) -> None:
     assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
     assert "Content-Security-Policy" not in client.get("/healthz").headers  # JSON needs none
     assert "Strict-Transport-Security" not in make_app().test_client().get("/healthz").headers  # off by default
+
+
+def test_item_11_responses_carrying_secrets_are_not_stored(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    assert client.post("/auth/register", json={"username": "nostore", "password": "no-store-pass"}).status_code == 201
+    login = client.post("/auth/login", json={"username": "nostore", "password": "no-store-pass"})
+    assert login.status_code == 200 and login.headers["Cache-Control"] == "no-store"
+    refreshed = client.post("/auth/refresh", json={"refresh_token": login.json["refresh_token"]})
+    assert refreshed.status_code == 200 and refreshed.headers["Cache-Control"] == "no-store"
+    bearer = {"Authorization": f"Bearer {refreshed.json['access_token']}"}
+    key = client.post("/auth/api-keys", json={"name": "k", "scopes": []}, headers=bearer)
+    assert key.status_code == 201 and key.headers["Cache-Control"] == "no-store"
+    assert "Cache-Control" not in client.get("/auth/me", headers=bearer).headers  # nothing secret there
