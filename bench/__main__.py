@@ -39,10 +39,17 @@ BENCHES = (
     Bench("actions_dispatch", ("--seconds", "10"), ("--seconds", "2", "--rounds", "1"), 300),
     Bench("auth_overhead", ("--requests", "2000"), ("--requests", "300"), 180),
     Bench("foundation", ("--requests", "3000", "--starts", "5"), ("--requests", "300", "--starts", "2"), 240),
-    Bench("actions_load", ("--reloads", "1000", "--gunicorn-seconds", "20"), ("--reloads", "50", "--gunicorn-seconds", "3"), 400),
+    Bench(
+        "actions_load",
+        ("--reloads", "1000", "--gunicorn-seconds", "20"),
+        ("--reloads", "50", "--gunicorn-seconds", "3"),
+        400,
+    ),
     Bench("limits_exactness", ("--repeats", "20"), ("--repeats", "2", "--requests", "200"), 300),
     Bench("state_throughput", ("--seconds", "3"), ("--seconds", "1"), 180),
-    Bench("state_lost_update", ("--processes", "16", "--updates", "1000"), ("--processes", "4", "--updates", "100"), 240),
+    Bench(
+        "state_lost_update", ("--processes", "16", "--updates", "1000"), ("--processes", "4", "--updates", "100"), 240
+    ),
 )
 
 

@@ -14,8 +14,10 @@ from typing import Any
 from flask import Flask
 
 from core.actions.registry import CompiledAction, Registry
+from core.actions.schema import ActionSpec, ParamDecl
 
 ERROR_REF = {"$ref": "#/components/responses/Error"}
+BODY_METHODS = ("POST", "PUT", "PATCH")
 SECURITY_BY_AUTH: dict[str, list[dict[str, list[str]]]] = {
     "public": [],
     "user": [{"bearerAuth": []}],
@@ -30,11 +32,11 @@ PUBLIC_ENDPOINTS = frozenset(
         "keel_metrics.metrics",
         "keel_actions.list_actions",
         "keel_actions.openapi_json",
-        "keel_actions.docs",
+        "keel_docs.docs",
     }
 )
 SKIPPED_ENDPOINTS = frozenset(
-    {"static", "keel_actions.call_action", "keel_actions.call_action_path", "keel_actions.docs_asset"}
+    {"static", "keel_actions.call_action", "keel_actions.call_action_path", "keel_docs.docs_asset"}
 )
 _RULE_PARAM = re.compile(r"<(?:([A-Za-z_]\w*)(?:\([^)]*\))?:)?([A-Za-z_]\w*)>")
 _CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -80,100 +82,121 @@ def _components() -> dict[str, Any]:
 
 
 def _action_operations(action: CompiledAction) -> tuple[str, dict[str, Any]]:
+    """The URL of an action and one operation per method it accepts."""
     spec = action.spec
     url = f"/actions/{spec.name}"
     if spec.path:
         url += "/" + _RULE_PARAM.sub(lambda m: "{" + m.group(2) + "}", spec.path)
-    path_params = []
-    for pname, _conv in spec.path_params:
-        path_params.append({"name": pname, "in": "path", "required": True, "schema": dict(spec.params[pname].schema)})
+    path_params = [
+        {"name": pname, "in": "path", "required": True, "schema": dict(spec.params[pname].schema)}
+        for pname, _conv in spec.path_params
+    ]
     other = [p for p in spec.params.values() if not p.in_path]
-    body_props: dict[str, Any] = {}
-    for p in other:
+    body_props = _body_properties(other)
+    success = _success_schema(spec)
+    operations: dict[str, Any] = {}
+    for method in spec.methods:
+        op = _operation(spec, method, success)
+        parameters = list(path_params)
+        if method in BODY_METHODS:
+            op["requestBody"] = _request_body(spec, body_props, [p.name for p in other if p.required])
+            op["responses"]["413"] = ERROR_REF
+            op["responses"]["415"] = ERROR_REF
+        else:
+            parameters.extend(_query_parameters(other, body_props))
+        if parameters:
+            op["parameters"] = parameters
+        operations[method.lower()] = op
+    return url, operations
+
+
+def _body_properties(params: list[ParamDecl]) -> dict[str, Any]:
+    """Each parameter's schema as documented: secret ones write-only, defaults shown."""
+    props: dict[str, Any] = {}
+    for p in params:
         schema = dict(p.schema)
         if p.secret:
             schema["writeOnly"] = True
         elif p.has_default:
             schema["default"] = p.default
-        body_props[p.name] = schema
-    required = [p.name for p in other if p.required]
-    result_schema = spec.returns if spec.returns is not None else {}
-    success = {
+        props[p.name] = schema
+    return props
+
+
+def _success_schema(spec: ActionSpec) -> dict[str, Any]:
+    return {
         "type": "object",
         "required": ["success", "action", "result", "request_id"],
         "properties": {
             "success": {"const": True},
             "action": {"const": spec.name},
-            "result": result_schema,
+            "result": spec.returns if spec.returns is not None else {},
             "request_id": {"type": "string"},
         },
     }
-    operations: dict[str, Any] = {}
-    for method in spec.methods:
-        op: dict[str, Any] = {
-            "operationId": spec.name if len(spec.methods) == 1 else f"{spec.name}_{method.lower()}",
-            "tags": [spec.module],
-            "summary": (spec.description.strip().splitlines() or [spec.name])[0],
-            "security": SECURITY_BY_AUTH[spec.auth],
-            "responses": {
-                "200": {"description": "Success", "content": {"application/json": {"schema": success}}},
-                # a handler may answer 201 (ctx.status) when it created something
-                "201": {"description": "Created", "content": {"application/json": {"schema": success}}},
-                "400": ERROR_REF,
-                "404": ERROR_REF,
-                "405": ERROR_REF,
-                "409": ERROR_REF,  # handlers raise Conflict (duplicate, transition, version)
-                "429": ERROR_REF,
-                "500": ERROR_REF,
-                "503": ERROR_REF,
-            },
+
+
+def _operation(spec: ActionSpec, method: str, success: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": spec.name if len(spec.methods) == 1 else f"{spec.name}_{method.lower()}",
+        "tags": [spec.module],
+        "summary": (spec.description.strip().splitlines() or [spec.name])[0],
+        "security": SECURITY_BY_AUTH[spec.auth],
+        "responses": {
+            "200": {"description": "Success", "content": {"application/json": {"schema": success}}},
+            # a handler may answer 201 (ctx.status) when it created something
+            "201": {"description": "Created", "content": {"application/json": {"schema": success}}},
+            "400": ERROR_REF,
+            "404": ERROR_REF,
+            "405": ERROR_REF,
+            "409": ERROR_REF,  # handlers raise Conflict (duplicate, transition, version)
+            "429": ERROR_REF,
+            "500": ERROR_REF,
+            "503": ERROR_REF,
+        },
+    }
+    if spec.description:
+        op["description"] = spec.description
+    if spec.deprecated:
+        op["deprecated"] = True
+    if spec.auth != "public":
+        op["responses"]["401"] = ERROR_REF
+        op["responses"]["403"] = ERROR_REF
+    extensions = {"x-keel-roles": list(spec.roles), "x-keel-scopes": list(spec.scopes)}
+    if spec.rate_limit:
+        extensions["x-keel-rate-limit"] = [spec.rate_limit]
+    op.update({k: v for k, v in extensions.items() if v})
+    return op
+
+
+def _request_body(spec: ActionSpec, body_props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    body_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": body_props,
+        "additionalProperties": spec.additional_params,
+    }
+    if required:
+        body_schema["required"] = required
+    content: dict[str, Any] = {"schema": body_schema}
+    if spec.examples:
+        content["examples"] = {
+            f"example{i}": {"summary": ex.get("description", f"example {i}"), "value": ex.get("params", {})}
+            for i, ex in enumerate(spec.examples)
         }
-        if spec.description:
-            op["description"] = spec.description
-        if spec.deprecated:
-            op["deprecated"] = True
-        if spec.auth != "public":
-            op["responses"]["401"] = ERROR_REF
-            op["responses"]["403"] = ERROR_REF
-        extensions = {"x-keel-roles": list(spec.roles), "x-keel-scopes": list(spec.scopes)}
-        if spec.rate_limit:
-            extensions["x-keel-rate-limit"] = [spec.rate_limit]
-        op.update({k: v for k, v in extensions.items() if v})
-        parameters = list(path_params)
-        if method in ("POST", "PUT", "PATCH"):
-            body_schema: dict[str, Any] = {
-                "type": "object",
-                "properties": body_props,
-                "additionalProperties": spec.additional_params,
-            }
-            if required:
-                body_schema["required"] = required
-            content: dict[str, Any] = {"schema": body_schema}
-            if spec.examples:
-                content["examples"] = {
-                    f"example{i}": {"summary": ex.get("description", f"example {i}"), "value": ex.get("params", {})}
-                    for i, ex in enumerate(spec.examples)
-                }
-            op["requestBody"] = {"required": bool(required), "content": {"application/json": content}}
-            op["responses"]["413"] = ERROR_REF
-            op["responses"]["415"] = ERROR_REF
-        else:
-            for p in other:
-                if p.schema["type"] in ("object", ["object", "null"]):
-                    continue
-                entry: dict[str, Any] = {
-                    "name": p.name,
-                    "in": "query",
-                    "required": p.required,
-                    "schema": body_props[p.name],
-                }
-                if "array" in p.schema["type"]:
-                    entry.update(style="form", explode=True)
-                parameters.append(entry)
-        if parameters:
-            op["parameters"] = parameters
-        operations[method.lower()] = op
-    return url, operations
+    return {"required": bool(required), "content": {"application/json": content}}
+
+
+def _query_parameters(params: list[ParamDecl], body_props: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parameters of a method without a body go in the query string (objects cannot)."""
+    out: list[dict[str, Any]] = []
+    for p in params:
+        if p.schema["type"] in ("object", ["object", "null"]):
+            continue
+        entry: dict[str, Any] = {"name": p.name, "in": "query", "required": p.required, "schema": body_props[p.name]}
+        if "array" in p.schema["type"]:
+            entry.update(style="form", explode=True)
+        out.append(entry)
+    return out
 
 
 def _route_operations(app: Flask) -> dict[str, dict[str, Any]]:

@@ -216,15 +216,16 @@ def schema_type(schema: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 def compile_check(schema: Mapping[str, Any]) -> Check:
-    """Compile a normalised parameter schema into ``check(value) -> errors | None``."""
+    """Compile a normalised parameter schema into ``check(value) -> errors | None``.
+
+    A value of the right type goes through the schema's rules (each a message or ``None``), then
+    through its nested parts (``items``, ``properties``), each giving the errors below it."""
     t, nullable = schema_type(schema)
     is_type = TYPE_CHECKS[t]
     type_error: Errors = [("", f"must be {_type_name(t)}" + (" or null" if nullable else ""))]
     null_error: Errors | None = None if nullable else [("", f"must not be null (expected {_type_name(t)})")]
     rules = tuple(_rules(schema))
-    items = compile_check(schema["items"]) if "items" in schema else None
-    required = frozenset(schema.get("required", ()))
-    props = tuple((k, compile_check(s), k in required) for k, s in schema.get("properties", {}).items())
+    parts = tuple(_parts(schema))
 
     def check(value: Any) -> Errors | None:
         if value is None:
@@ -238,28 +239,61 @@ def compile_check(schema: Mapping[str, Any]) -> Check:
                 if errors is None:
                     errors = []
                 errors.append(("", msg))
-        if items is not None:
-            for i, item in enumerate(value):
-                sub = items(item)
-                if sub:
-                    if errors is None:
-                        errors = []
-                    errors.extend((f"[{i}]{p}", m) for p, m in sub)
-        if props:
-            for key, prop_check, is_required in props:
-                if key in value:
-                    sub = prop_check(value[key])
-                    if sub:
-                        if errors is None:
-                            errors = []
-                        errors.extend((f".{key}{p}", m) for p, m in sub)
-                elif is_required:
-                    if errors is None:
-                        errors = []
-                    errors.append((f".{key}", "is required"))
+        for part in parts:
+            sub = part(value)
+            if sub:
+                if errors is None:
+                    errors = sub
+                else:
+                    errors.extend(sub)
         return errors
 
     return check
+
+
+def _parts(schema: Mapping[str, Any]) -> list[Check]:
+    parts: list[Check] = []
+    if "items" in schema:
+        parts.append(_items_part(compile_check(schema["items"])))
+    if "properties" in schema:
+        required = frozenset(schema.get("required", ()))
+        props = tuple((k, compile_check(s), k in required) for k, s in schema["properties"].items())
+        if props:
+            parts.append(_properties_part(props))
+    return parts
+
+
+def _items_part(items: Check) -> Check:
+    def part(value: Any) -> Errors | None:
+        errors: Errors | None = None
+        for i, item in enumerate(value):
+            sub = items(item)
+            if sub:
+                if errors is None:
+                    errors = []
+                errors.extend((f"[{i}]{p}", m) for p, m in sub)
+        return errors
+
+    return part
+
+
+def _properties_part(props: tuple[tuple[str, Check, bool], ...]) -> Check:
+    def part(value: Any) -> Errors | None:
+        errors: Errors | None = None
+        for key, prop_check, is_required in props:
+            if key in value:
+                sub = prop_check(value[key])
+                if sub:
+                    if errors is None:
+                        errors = []
+                    errors.extend((f".{key}{p}", m) for p, m in sub)
+            elif is_required:
+                if errors is None:
+                    errors = []
+                errors.append((f".{key}", "is required"))
+        return errors
+
+    return part
 
 
 # --- coercion of path and query-string values ------------------------------------------------

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -189,7 +188,6 @@ class FileRecord:
     actions: tuple[CompiledAction, ...] = ()
     errors: tuple[str, ...] = ()
     loaded_at: float | None = None  # when the served version was loaded
-    checked_at: float = 0.0
 
     def status(self) -> dict[str, Any]:
         return {
@@ -211,7 +209,6 @@ class Registry:
     actions: Mapping[str, CompiledAction]
     files: Mapping[str, FileRecord]
     generation: int = 0
-    built_at: float = field(default_factory=time.time)
 
     @classmethod
     def build(cls, files: Iterable[FileRecord], generation: int) -> Registry:

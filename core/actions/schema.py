@@ -3,8 +3,10 @@
 :func:`check_document` walks the tree built by :mod:`core.actions.yamlsafe` and returns
 :class:`ActionSpec` objects (plain data) plus every :class:`Problem` found, each with the line
 and column of the offending node and its key path (``actions.create_task.params.priority.type``).
-Nothing here imports or calls a handler: handler names are checked through a ``resolver``
-callback supplied by the caller.
+The checks are table-driven: :data:`ACTION_TABLE` holds one checker per key of an action and
+:data:`KEYWORDS` one per keyword of a parameter schema (with the types and levels it applies
+to); the loops walk the tables in order. Nothing here imports or calls a handler: handler names
+are checked through a ``resolver`` callback supplied by the caller.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ CONVERTERS: dict[str, tuple[str, str]] = {  # converter -> (param type, regex)
 }
 
 TOP_KEYS = ("version", "module", "actions")
-ACTION_KEYS = (
+ACTION_KEYS = (  # as listed in errors; checked in the order of ACTION_TABLE
     "handler",
     "description",
     "methods",
@@ -53,20 +55,34 @@ ACTION_KEYS = (
     "deprecated",
 )
 EXAMPLE_KEYS = ("description", "params")
-STRING_KW = ("minLength", "maxLength", "pattern", "format")
-NUMBER_KW = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-ARRAY_KW = ("items", "minItems", "maxItems")
-OBJECT_KW = ("properties",)
-COMMON_KW = ("type", "nullable", "enum", "description")
-PARAM_ONLY_KW = ("required", "default", "secret")
-PARAM_KEYS = COMMON_KW + PARAM_ONLY_KW + NUMBER_KW + STRING_KW + ARRAY_KW + OBJECT_KW
-KW_FOR_TYPE = {
-    "string": STRING_KW,
-    "integer": NUMBER_KW,
-    "number": NUMBER_KW,
-    "array": ARRAY_KW,
-    "object": OBJECT_KW,
-    "boolean": (),
+PARAM_KEYS = (  # as listed in errors; checked in the order of KEYWORDS
+    "type",
+    "nullable",
+    "enum",
+    "description",
+    "required",
+    "default",
+    "secret",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "minItems",
+    "maxItems",
+    "properties",
+)
+LEVELS = ("param", "property", "items")
+"""Where a parameter schema appears: a parameter, a property of an object, an array's items."""
+GROUP_TYPES: dict[str, tuple[str, ...]] = {  # keywords that apply to some types only
+    "strings": ("string",),
+    "numbers": ("integer", "number"),
+    "arrays": ("array",),
+    "objects": ("object",),
 }
 TYPE_ALIASES = {
     "int": "integer",
@@ -237,24 +253,8 @@ def check_document(
     if top is None:
         return [], c.problems
     c.keys(top, TOP_KEYS, "", "the top level")
-    if "version" not in top:
-        c.error(root, "version", "required key missing: add 'version: 1' at the top")
-    else:
-        vnode = top["version"][1]
-        if vnode.kind != "scalar" or vnode.value != 1 or isinstance(vnode.value, bool):
-            c.error(vnode, "version", f"unsupported version {_describe(vnode)}; this Keel reads version 1")
-    module = implied_module
-    if "module" in top:
-        mnode = top["module"][1]
-        declared = c.string(mnode, "module", MODULE_RE, "a module name is lowercase letters, digits and _")
-        if declared is not None:
-            if implied_module is not None and declared != implied_module:
-                c.error(
-                    mnode,
-                    "module",
-                    f"this file belongs to module {implied_module!r}; remove 'module' or set it to {implied_module!r}",
-                )
-            module = declared
+    _check_version(c, root, top)
+    module = _check_module(c, top, implied_module)
     specs: list[ActionSpec] = []
     if "actions" not in top:
         c.error(root, "actions", "required key missing: add an 'actions:' mapping")
@@ -275,6 +275,83 @@ def check_document(
     return specs, c.problems
 
 
+def _check_version(c: _Checker, root: Node, top: dict[str, tuple[Node, Node]]) -> None:
+    if "version" not in top:
+        c.error(root, "version", "required key missing: add 'version: 1' at the top")
+        return
+    vnode = top["version"][1]
+    if vnode.kind != "scalar" or vnode.value != 1 or isinstance(vnode.value, bool):
+        c.error(vnode, "version", f"unsupported version {_describe(vnode)}; this Keel reads version 1")
+
+
+def _check_module(c: _Checker, top: dict[str, tuple[Node, Node]], implied: str | None) -> str | None:
+    """The file's module: the one it belongs to (a module's own file) or the one it declares."""
+    if "module" not in top:
+        return implied
+    mnode = top["module"][1]
+    declared = c.string(mnode, "module", MODULE_RE, "a module name is lowercase letters, digits and _")
+    if declared is None:
+        return implied
+    if implied is not None and declared != implied:
+        c.error(mnode, "module", f"this file belongs to module {implied!r}; remove 'module' or set it to {implied!r}")
+    return declared
+
+
+# --- an action: one checker per key, walked in the order of ACTION_TABLE ----------------------
+
+
+class _Action:
+    """One action being checked and the fields gathered for its :class:`ActionSpec`."""
+
+    __slots__ = (
+        "c",
+        "fields",
+        "handler_module",
+        "key",
+        "method",
+        "module",
+        "node",
+        "param_nodes",
+        "params",
+        "path_params",
+        "resolver",
+    )
+
+    def __init__(
+        self,
+        c: _Checker,
+        node: Node,
+        key: str,
+        module: str | None,
+        resolver: Resolver,
+    ) -> None:
+        self.c = c
+        self.node = node
+        self.key = key
+        self.module = module
+        self.resolver = resolver
+        self.fields: dict[str, Any] = {}
+        self.handler_module = module  # the handler's module: the file's, or the one in 'module.method'
+        self.method = ""
+        self.path_params: list[tuple[str, str]] = []
+        self.params: dict[str, ParamDecl] = {}
+        self.param_nodes: dict[str, Node] = {}
+
+    def at(self, kw: str) -> str:
+        return f"{self.key}.{kw}"
+
+
+ActionCheck = Callable[[_Action, str, Node], None]
+
+
+@dataclass(frozen=True)
+class ActionKey:
+    """How one key of an action is checked: ``check`` when present, ``absent`` when not."""
+
+    check: ActionCheck
+    absent: Callable[[_Action], None] | None = None
+
+
 def _check_action(
     c: _Checker, name: str, knode: Node, node: Node, key: str, module: str | None, resolver: Resolver
 ) -> ActionSpec | None:
@@ -283,121 +360,152 @@ def _check_action(
         return None
     before = len(c.problems)
     c.keys(items, ACTION_KEYS, key, f"action {name!r}")
-    fields: dict[str, Any] = {}
-
-    # handler
-    handler_module, method = module, ""
-    if "handler" not in items:
-        c.error(node, f"{key}.handler", "required key missing: name an @action method of the module")
-    else:
-        hnode = items["handler"][1]
-        h = c.string(hnode, f"{key}.handler", HANDLER_RE, "write 'method' or 'module.method'")
-        if h is not None:
-            m = HANDLER_RE.match(h)
-            assert m is not None
-            handler_module = m.group(1) or module
-            method = m.group(2)
-            if handler_module is None:
-                c.error(
-                    hnode,
-                    f"{key}.handler",
-                    "no module: add 'module: <name>' at the top of the file or write 'module.method'",
-                )
-            else:
-                reason = resolver(handler_module, method)
-                if reason is not None:
-                    c.error(hnode, f"{key}.handler", reason)
-
-    if "description" in items:
-        fields["description"] = c.string(items["description"][1], f"{key}.description")
-    if "methods" in items:
-        mnode = items["methods"][1]
-        methods = c.strings(mnode, f"{key}.methods", choices=METHODS)
-        if methods is not None and not methods:
-            c.error(mnode, f"{key}.methods", f"must list at least one of {', '.join(METHODS)}")
-        fields["methods"] = methods
-    if "auth" in items:
-        anode = items["auth"][1]
-        auth = c.string(anode, f"{key}.auth")
-        if auth is not None and auth not in AUTH_MODES:
-            c.error(anode, f"{key}.auth", f"{auth!r} is not one of {', '.join(AUTH_MODES)}{suggest(auth, AUTH_MODES)}")
-        fields["auth"] = auth
-    for list_key in ("roles", "scopes"):
-        if list_key in items:
-            fields[list_key] = c.strings(items[list_key][1], f"{key}.{list_key}")
-    if "rate_limit" in items:
-        rnode = items["rate_limit"][1]
-        limit = c.string(rnode, f"{key}.rate_limit")
-        if limit is not None:
-            try:
-                fields["rate_limit"] = check_limit(limit)
-            except ValueError as exc:
-                c.error(rnode, f"{key}.rate_limit", f"{limit!r} is not {exc}")
-    for flag in ("additional_params", "deprecated"):
-        if flag in items:
-            fields[flag] = c.boolean(items[flag][1], f"{key}.{flag}")
-    if "returns" in items:
-        rnode = items["returns"][1]
-        if c.mapping(rnode, f"{key}.returns") is not None:
-            fields["returns"] = plain(rnode)
-
-    path_params: list[tuple[str, str]] = []
-    if "path" in items:
-        pnode = items["path"][1]
-        path = c.string(pnode, f"{key}.path")
-        if path is not None:
-            parsed = _check_path(c, pnode, f"{key}.path", path)
-            if parsed is not None:
-                path_params = parsed
-                fields["path"] = path
-
-    params: dict[str, ParamDecl] = {}
-    param_nodes: dict[str, Node] = {}
-    if "params" in items:
-        pmap = c.mapping(items["params"][1], f"{key}.params")
-        if pmap is not None:
-            for pname, (pk, pv) in pmap.items():
-                pkey = f"{key}.params.{pname}"
-                if not PARAM_RE.match(pname):
-                    c.error(pk, pkey, f"parameter name {pname!r} is not valid: use letters, digits and _ (at most 64)")
-                    continue
-                decl = _check_param(c, pname, pv, pkey, "param")
-                if decl is not None:
-                    params[pname] = decl
-                    param_nodes[pname] = pv
-    for pname, conv in path_params:
-        ptype = CONVERTERS[conv][0]
-        if pname in params:
-            declared = params[pname]
-            dtype = declared.schema["type"]
-            if dtype != ptype:
-                c.error(
-                    param_nodes[pname],
-                    f"{key}.params.{pname}.type",
-                    f"path parameter <{conv}:{pname}> is of type {ptype}; declare type: {ptype}",
-                )
-            params[pname] = ParamDecl(pname, declared.schema, True, None, False, declared.secret, True)
-        else:
-            schema: dict[str, Any] = {"type": ptype}
-            if conv == "uuid":
-                schema["format"] = "uuid"
-            params[pname] = ParamDecl(pname, schema, True, in_path=True)
-
-    if "examples" in items:
-        fields["examples"] = _check_examples(c, items["examples"][1], f"{key}.examples")
-
-    if len(c.problems) > before or handler_module is None:
+    a = _Action(c, node, key, module, resolver)
+    for kw, rule in ACTION_TABLE.items():
+        entry = items.get(kw)
+        if entry is not None:
+            rule.check(a, kw, entry[1])
+        elif rule.absent is not None:
+            rule.absent(a)
+    if len(c.problems) > before or a.handler_module is None:
         return None
     return ActionSpec(
         name=name,
-        module=handler_module,
-        method=method,
+        module=a.handler_module,
+        method=a.method,
         line=knode.line,
         col=knode.col,
-        path_params=tuple(path_params),
-        params=params,
-        **{k: v for k, v in fields.items() if v is not None},
+        path_params=tuple(a.path_params),
+        params=a.params,
+        **{k: v for k, v in a.fields.items() if v is not None},
     )
+
+
+def _action_handler(a: _Action, kw: str, node: Node) -> None:
+    h = a.c.string(node, a.at(kw), HANDLER_RE, "write 'method' or 'module.method'")
+    if h is None:
+        return
+    m = HANDLER_RE.match(h)
+    assert m is not None
+    a.handler_module = m.group(1) or a.module
+    a.method = m.group(2)
+    if a.handler_module is None:
+        a.c.error(node, a.at(kw), "no module: add 'module: <name>' at the top of the file or write 'module.method'")
+        return
+    reason = a.resolver(a.handler_module, a.method)
+    if reason is not None:
+        a.c.error(node, a.at(kw), reason)
+
+
+def _action_handler_missing(a: _Action) -> None:
+    a.c.error(a.node, a.at("handler"), "required key missing: name an @action method of the module")
+
+
+def _action_string(a: _Action, kw: str, node: Node) -> None:
+    a.fields[kw] = a.c.string(node, a.at(kw))
+
+
+def _action_methods(a: _Action, kw: str, node: Node) -> None:
+    methods = a.c.strings(node, a.at(kw), choices=METHODS)
+    if methods is not None and not methods:
+        a.c.error(node, a.at(kw), f"must list at least one of {', '.join(METHODS)}")
+    a.fields[kw] = methods
+
+
+def _action_auth(a: _Action, kw: str, node: Node) -> None:
+    auth = a.c.string(node, a.at(kw))
+    if auth is not None and auth not in AUTH_MODES:
+        a.c.error(node, a.at(kw), f"{auth!r} is not one of {', '.join(AUTH_MODES)}{suggest(auth, AUTH_MODES)}")
+    a.fields[kw] = auth
+
+
+def _action_strings(a: _Action, kw: str, node: Node) -> None:
+    a.fields[kw] = a.c.strings(node, a.at(kw))
+
+
+def _action_rate_limit(a: _Action, kw: str, node: Node) -> None:
+    limit = a.c.string(node, a.at(kw))
+    if limit is None:
+        return
+    try:
+        a.fields[kw] = check_limit(limit)
+    except ValueError as exc:
+        a.c.error(node, a.at(kw), f"{limit!r} is not {exc}")
+
+
+def _action_flag(a: _Action, kw: str, node: Node) -> None:
+    a.fields[kw] = a.c.boolean(node, a.at(kw))
+
+
+def _action_returns(a: _Action, kw: str, node: Node) -> None:
+    if a.c.mapping(node, a.at(kw)) is not None:
+        a.fields[kw] = plain(node)
+
+
+def _action_path(a: _Action, kw: str, node: Node) -> None:
+    path = a.c.string(node, a.at(kw))
+    if path is None:
+        return
+    parsed = _check_path(a.c, node, a.at(kw), path)
+    if parsed is not None:
+        a.path_params = parsed
+        a.fields[kw] = path
+
+
+def _action_params(a: _Action, kw: str, node: Node) -> None:
+    pmap = a.c.mapping(node, a.at(kw))
+    if pmap is not None:
+        for pname, (pk, pv) in pmap.items():
+            pkey = f"{a.key}.params.{pname}"
+            if not PARAM_RE.match(pname):
+                a.c.error(pk, pkey, f"parameter name {pname!r} is not valid: use letters, digits and _ (at most 64)")
+                continue
+            decl = _check_param(a.c, pname, pv, pkey, "param")
+            if decl is not None:
+                a.params[pname] = decl
+                a.param_nodes[pname] = pv
+    _action_path_params(a)
+
+
+def _action_path_params(a: _Action) -> None:
+    """The path's ``<converter:name>`` parameters: required, typed by their converter."""
+    for pname, conv in a.path_params:
+        ptype = CONVERTERS[conv][0]
+        declared = a.params.get(pname)
+        if declared is None:
+            schema: dict[str, Any] = {"type": ptype}
+            if conv == "uuid":
+                schema["format"] = "uuid"
+            a.params[pname] = ParamDecl(pname, schema, True, in_path=True)
+            continue
+        if declared.schema["type"] != ptype:
+            a.c.error(
+                a.param_nodes[pname],
+                f"{a.key}.params.{pname}.type",
+                f"path parameter <{conv}:{pname}> is of type {ptype}; declare type: {ptype}",
+            )
+        a.params[pname] = ParamDecl(pname, declared.schema, True, None, False, declared.secret, True)
+
+
+def _action_examples(a: _Action, kw: str, node: Node) -> None:
+    a.fields[kw] = _check_examples(a.c, node, a.at(kw))
+
+
+ACTION_TABLE: dict[str, ActionKey] = {  # in checking order
+    "handler": ActionKey(_action_handler, absent=_action_handler_missing),
+    "description": ActionKey(_action_string),
+    "methods": ActionKey(_action_methods),
+    "auth": ActionKey(_action_auth),
+    "roles": ActionKey(_action_strings),
+    "scopes": ActionKey(_action_strings),
+    "rate_limit": ActionKey(_action_rate_limit),
+    "additional_params": ActionKey(_action_flag),
+    "deprecated": ActionKey(_action_flag),
+    "returns": ActionKey(_action_returns),
+    "path": ActionKey(_action_path),
+    "params": ActionKey(_action_params, absent=_action_path_params),  # after path: it adds path parameters
+    "examples": ActionKey(_action_examples),
+}
 
 
 def _check_path(c: _Checker, node: Node, key: str, path: str) -> list[tuple[str, str]] | None:
@@ -437,154 +545,6 @@ def _check_path(c: _Checker, node: Node, key: str, path: str) -> list[tuple[str,
     return out if ok else None
 
 
-def _check_param(c: _Checker, name: str, node: Node, key: str, level: str) -> ParamDecl | None:
-    """``level``: ``param`` (top level), ``property`` (in ``properties``) or ``items``."""
-    items = c.mapping(node, key)
-    if items is None:
-        return None
-    before = len(c.problems)
-    allowed: tuple[str, ...] = PARAM_KEYS
-    if level == "items":
-        allowed = tuple(k for k in PARAM_KEYS if k not in PARAM_ONLY_KW)
-    elif level == "property":
-        allowed = tuple(k for k in PARAM_KEYS if k not in ("default", "secret"))
-    for kw, (knode, _) in items.items():
-        if kw not in allowed:
-            if kw in PARAM_KEYS:
-                c.error(knode, f"{key}.{kw}", f"{kw!r} is only allowed on a parameter, not inside {level}")
-            else:
-                c.error(knode, f"{key}.{kw}", f"unknown keyword{suggest(kw, allowed)}; allowed: {', '.join(allowed)}")
-    if "type" not in items:
-        c.error(node, f"{key}.type", f"required key missing: one of {', '.join(TYPES)}")
-        return None
-    tnode = items["type"][1]
-    t = c.string(tnode, f"{key}.type")
-    if t is None:
-        return None
-    if t not in TYPES:
-        hint = f" (did you mean {TYPE_ALIASES[t]!r}?)" if t in TYPE_ALIASES else suggest(t, TYPES)
-        c.error(tnode, f"{key}.type", f"{t!r} is not one of {', '.join(TYPES)}{hint}")
-        return None
-    applicable = KW_FOR_TYPE[t]
-    for kw, (knode, _) in items.items():
-        for group, what in (
-            (STRING_KW, "strings"),
-            (NUMBER_KW, "numbers"),
-            (ARRAY_KW, "arrays"),
-            (OBJECT_KW, "objects"),
-        ):
-            if kw in group and kw not in applicable:
-                c.error(knode, f"{key}.{kw}", f"{kw!r} applies to {what}, not to type {t}")
-
-    schema: dict[str, Any] = {"type": t}
-    flags: dict[str, bool] = {}
-    for flag in ("nullable", "required", "secret"):
-        if flag in items:
-            value = c.boolean(items[flag][1], f"{key}.{flag}")
-            flags[flag] = bool(value)
-    if flags.get("nullable"):
-        schema["type"] = [t, "null"]
-    if "description" in items:
-        desc = c.string(items["description"][1], f"{key}.description")
-        if desc is not None:
-            schema["description"] = desc
-    for kw in NUMBER_KW:
-        if kw in items and kw in applicable:
-            v = c.number(items[kw][1], f"{key}.{kw}")
-            if v is not None:
-                schema[kw] = v
-    for kw in ("minLength", "maxLength", "minItems", "maxItems"):
-        if kw in items and kw in applicable:
-            n = c.count(items[kw][1], f"{key}.{kw}")
-            if n is not None:
-                schema[kw] = n
-    if "pattern" in items and "pattern" in applicable:
-        pnode = items["pattern"][1]
-        pattern = c.string(pnode, f"{key}.pattern")
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                c.error(pnode, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}")
-            else:
-                schema["pattern"] = pattern
-    if "format" in items and "format" in applicable:
-        fnode = items["format"][1]
-        fmt = c.string(fnode, f"{key}.format")
-        if fmt is not None:
-            if fmt not in FORMATS:
-                c.error(fnode, f"{key}.format", f"{fmt!r} is not one of {', '.join(FORMATS)}{suggest(fmt, FORMATS)}")
-            else:
-                schema["format"] = fmt
-    for lo, hi in (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems")):
-        if lo in schema and hi in schema and schema[lo] > schema[hi]:
-            c.error(items[lo][1], f"{key}.{lo}", f"{lo} {schema[lo]} is greater than {hi} {schema[hi]}")
-    if (
-        "exclusiveMinimum" in schema
-        and "exclusiveMaximum" in schema
-        and schema["exclusiveMinimum"] >= schema["exclusiveMaximum"]
-    ):
-        c.error(
-            items["exclusiveMinimum"][1],
-            f"{key}.exclusiveMinimum",
-            "exclusiveMinimum must be less than exclusiveMaximum",
-        )
-    if "items" in items and "items" in applicable:
-        sub = _check_param(c, f"{name}[]", items["items"][1], f"{key}.items", "items")
-        if sub is not None:
-            schema["items"] = sub.schema
-    if "properties" in items and "properties" in applicable:
-        props = c.mapping(items["properties"][1], f"{key}.properties")
-        if props is not None:
-            out: dict[str, Any] = {}
-            required: list[str] = []
-            for pname, (_pk, pv) in props.items():
-                sub = _check_param(c, pname, pv, f"{key}.properties.{pname}", "property")
-                if sub is not None:
-                    out[pname] = sub.schema
-                    if sub.required:
-                        required.append(pname)
-            schema["properties"] = out
-            if required:
-                schema["required"] = required
-    if len(c.problems) > before:
-        return None
-    if "enum" in items:
-        enode = items["enum"][1]
-        if enode.kind != "seq" or not enode.value:
-            c.error(enode, f"{key}.enum", f"must be a non-empty list, got {_describe(enode)}")
-        else:
-            check = compile_check(schema)
-            values: list[Any] = []
-            for i, vnode in enumerate(enode.value):
-                value = plain(vnode)
-                errors = check(value)
-                if errors:
-                    where, msg = errors[0]
-                    c.error(vnode, f"{key}.enum[{i}]", f"enum value{where} {msg}")
-                elif value in values:
-                    c.error(vnode, f"{key}.enum[{i}]", "is listed twice")
-                else:
-                    values.append(value)
-            schema["enum"] = values
-    if len(c.problems) > before:
-        return None
-    has_default = "default" in items
-    default = None
-    if has_default:
-        dnode = items["default"][1]
-        default = plain(dnode)
-        if flags.get("required"):
-            c.error(dnode, f"{key}.default", "a required parameter cannot have a default; remove one of them")
-        errors = compile_check(schema)(default)
-        if errors:
-            where, msg = errors[0]
-            c.error(dnode, f"{key}.default", f"default violates the parameter's own schema: default{where} {msg}")
-    if len(c.problems) > before:
-        return None
-    return ParamDecl(name, schema, flags.get("required", False), default, has_default, flags.get("secret", False))
-
-
 def _check_examples(c: _Checker, node: Node, key: str) -> tuple[dict[str, Any], ...] | None:
     if node.kind != "seq":
         c.error(node, key, f"must be a list of {{description, params}} mappings, got {_describe(node)}")
@@ -602,3 +562,269 @@ def _check_examples(c: _Checker, node: Node, key: str) -> tuple[dict[str, Any], 
             c.mapping(m["params"][1], f"{sub}.params")
         out.append(plain(item))
     return tuple(out)
+
+
+# --- a parameter schema: one checker per keyword, walked stage by stage -----------------------
+
+
+class _Param:
+    """One parameter (or property, or ``items``) being checked and the schema built from it."""
+
+    __slots__ = ("c", "default", "flags", "items", "key", "level", "name", "schema", "type")
+
+    def __init__(self, c: _Checker, name: str, key: str, level: str, items: dict[str, tuple[Node, Node]]) -> None:
+        self.c = c
+        self.name = name
+        self.key = key
+        self.level = level
+        self.items = items
+        self.type = ""  # set by the 'type' keyword, which every other keyword depends on
+        self.schema: dict[str, Any] = {}  # normalised JSON Schema, in keyword order
+        self.flags: dict[str, bool] = {}  # nullable, required, secret
+        self.default: Any = None
+
+    def at(self, kw: str) -> str:
+        return f"{self.key}.{kw}"
+
+
+ParamCheck = Callable[[_Param, str, Node], None]
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One keyword of a parameter schema: its checker, the stage it is checked in, the types
+    it applies to (``group``, a key of :data:`GROUP_TYPES`; ``None``: every type) and the
+    levels it may appear at."""
+
+    check: ParamCheck
+    stage: int
+    group: str | None = None
+    levels: tuple[str, ...] = LEVELS
+
+    def applies(self, t: str) -> bool:
+        return self.group is None or t in GROUP_TYPES[self.group]
+
+
+def _check_param(c: _Checker, name: str, node: Node, key: str, level: str) -> ParamDecl | None:
+    """``level``: ``param`` (top level), ``property`` (in ``properties``) or ``items``.
+
+    Every keyword is first checked for being known and allowed at this level, then ``type``
+    (nothing else means anything without it) and the keywords that do not apply to it; then
+    each stage of :data:`STAGES` runs its keywords in table order. A gated stage stops the
+    check when anything so far was wrong: ``enum`` values and the ``default`` are checked
+    against the schema built so far, which must then be sound.
+    """
+    items = c.mapping(node, key)
+    if items is None:
+        return None
+    before = len(c.problems)
+    p = _Param(c, name, key, level, items)
+    _check_allowed(p)
+    if "type" not in items:
+        c.error(node, p.at("type"), f"required key missing: one of {', '.join(TYPES)}")
+        return None
+    KEYWORDS["type"].check(p, "type", items["type"][1])
+    if not p.type:
+        return None
+    _check_applicable(p)
+    present = items.keys()
+    for names, keywords, after, gated in STAGES[p.type]:
+        if not names.isdisjoint(present):
+            for kw, check in keywords:
+                entry = items.get(kw)
+                if entry is not None:
+                    check(p, kw, entry[1])
+        if after is not None:
+            after(p)
+        if gated and len(c.problems) > before:
+            return None
+    flags = p.flags
+    return ParamDecl(
+        name, p.schema, flags.get("required", False), p.default, "default" in items, flags.get("secret", False)
+    )
+
+
+def _check_allowed(p: _Param) -> None:
+    allowed = ALLOWED_AT[p.level]
+    for kw, (knode, _) in p.items.items():
+        if kw in allowed:
+            continue
+        if kw in KEYWORDS:
+            p.c.error(knode, p.at(kw), f"{kw!r} is only allowed on a parameter, not inside {p.level}")
+        else:
+            p.c.error(knode, p.at(kw), f"unknown keyword{suggest(kw, allowed)}; allowed: {', '.join(allowed)}")
+
+
+def _check_applicable(p: _Param) -> None:
+    for kw, (knode, _) in p.items.items():
+        keyword = KEYWORDS.get(kw)
+        if keyword is not None and not keyword.applies(p.type):
+            p.c.error(knode, p.at(kw), f"{kw!r} applies to {keyword.group}, not to type {p.type}")
+
+
+def _kw_type(p: _Param, kw: str, node: Node) -> None:
+    t = p.c.string(node, p.at(kw))
+    if t is None:
+        return
+    if t not in TYPES:
+        hint = f" (did you mean {TYPE_ALIASES[t]!r}?)" if t in TYPE_ALIASES else suggest(t, TYPES)
+        p.c.error(node, p.at(kw), f"{t!r} is not one of {', '.join(TYPES)}{hint}")
+        return
+    p.type = t
+    p.schema["type"] = t
+
+
+def _kw_flag(p: _Param, kw: str, node: Node) -> None:
+    p.flags[kw] = bool(p.c.boolean(node, p.at(kw)))
+
+
+def _kw_nullable(p: _Param, kw: str, node: Node) -> None:
+    _kw_flag(p, kw, node)
+    if p.flags[kw]:
+        p.schema["type"] = [p.type, "null"]
+
+
+def _kw_description(p: _Param, kw: str, node: Node) -> None:
+    desc = p.c.string(node, p.at(kw))
+    if desc is not None:
+        p.schema[kw] = desc
+
+
+def _kw_number(p: _Param, kw: str, node: Node) -> None:
+    v = p.c.number(node, p.at(kw))
+    if v is not None:
+        p.schema[kw] = v
+
+
+def _kw_count(p: _Param, kw: str, node: Node) -> None:
+    n = p.c.count(node, p.at(kw))
+    if n is not None:
+        p.schema[kw] = n
+
+
+def _kw_pattern(p: _Param, kw: str, node: Node) -> None:
+    pattern = p.c.string(node, p.at(kw))
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        p.c.error(node, p.at(kw), f"invalid regular expression {pattern!r}: {exc}")
+    else:
+        p.schema[kw] = pattern
+
+
+def _kw_format(p: _Param, kw: str, node: Node) -> None:
+    fmt = p.c.string(node, p.at(kw))
+    if fmt is None:
+        return
+    if fmt not in FORMATS:
+        p.c.error(node, p.at(kw), f"{fmt!r} is not one of {', '.join(FORMATS)}{suggest(fmt, FORMATS)}")
+    else:
+        p.schema[kw] = fmt
+
+
+def _check_bounds(p: _Param) -> None:
+    """Lower bounds not above upper ones (after every bound is read)."""
+    schema = p.schema
+    for lo, hi in (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems")):
+        if lo in schema and hi in schema and schema[lo] > schema[hi]:
+            p.c.error(p.items[lo][1], p.at(lo), f"{lo} {schema[lo]} is greater than {hi} {schema[hi]}")
+    lo, hi = "exclusiveMinimum", "exclusiveMaximum"
+    if lo in schema and hi in schema and schema[lo] >= schema[hi]:
+        p.c.error(p.items[lo][1], p.at(lo), "exclusiveMinimum must be less than exclusiveMaximum")
+
+
+def _kw_items(p: _Param, kw: str, node: Node) -> None:
+    sub = _check_param(p.c, f"{p.name}[]", node, p.at(kw), "items")
+    if sub is not None:
+        p.schema[kw] = sub.schema
+
+
+def _kw_properties(p: _Param, kw: str, node: Node) -> None:
+    props = p.c.mapping(node, p.at(kw))
+    if props is None:
+        return
+    out: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, (_pk, pv) in props.items():
+        sub = _check_param(p.c, pname, pv, f"{p.at(kw)}.{pname}", "property")
+        if sub is not None:
+            out[pname] = sub.schema
+            if sub.required:
+                required.append(pname)
+    p.schema[kw] = out
+    if required:
+        p.schema["required"] = required
+
+
+def _kw_enum(p: _Param, kw: str, node: Node) -> None:
+    if node.kind != "seq" or not node.value:
+        p.c.error(node, p.at(kw), f"must be a non-empty list, got {_describe(node)}")
+        return
+    check = compile_check(p.schema)
+    values: list[Any] = []
+    for i, vnode in enumerate(node.value):
+        value = plain(vnode)
+        errors = check(value)
+        if errors:
+            where, msg = errors[0]
+            p.c.error(vnode, f"{p.at(kw)}[{i}]", f"enum value{where} {msg}")
+        elif value in values:
+            p.c.error(vnode, f"{p.at(kw)}[{i}]", "is listed twice")
+        else:
+            values.append(value)
+    p.schema[kw] = values
+
+
+def _kw_default(p: _Param, kw: str, node: Node) -> None:
+    p.default = default = plain(node)
+    if p.flags.get("required"):
+        p.c.error(node, p.at(kw), "a required parameter cannot have a default; remove one of them")
+    errors = compile_check(p.schema)(default)
+    if errors:
+        where, msg = errors[0]
+        p.c.error(node, p.at(kw), f"default violates the parameter's own schema: default{where} {msg}")
+
+
+KEYWORDS: dict[str, Keyword] = {  # in checking order (the schema's keys come out in this order)
+    "type": Keyword(_kw_type, 0),
+    "nullable": Keyword(_kw_nullable, 1),
+    "required": Keyword(_kw_flag, 1, levels=("param", "property")),
+    "secret": Keyword(_kw_flag, 1, levels=("param",)),
+    "description": Keyword(_kw_description, 1),
+    "minimum": Keyword(_kw_number, 1, "numbers"),
+    "maximum": Keyword(_kw_number, 1, "numbers"),
+    "exclusiveMinimum": Keyword(_kw_number, 1, "numbers"),
+    "exclusiveMaximum": Keyword(_kw_number, 1, "numbers"),
+    "minLength": Keyword(_kw_count, 1, "strings"),
+    "maxLength": Keyword(_kw_count, 1, "strings"),
+    "minItems": Keyword(_kw_count, 1, "arrays"),
+    "maxItems": Keyword(_kw_count, 1, "arrays"),
+    "pattern": Keyword(_kw_pattern, 1, "strings"),
+    "format": Keyword(_kw_format, 1, "strings"),
+    "items": Keyword(_kw_items, 2, "arrays"),
+    "properties": Keyword(_kw_properties, 2, "objects"),
+    "enum": Keyword(_kw_enum, 3),
+    "default": Keyword(_kw_default, 4, levels=("param",)),
+}
+ALLOWED_AT: dict[str, tuple[str, ...]] = {
+    level: tuple(kw for kw in PARAM_KEYS if level in KEYWORDS[kw].levels) for level in LEVELS
+}
+Stage = tuple[frozenset[str], tuple[tuple[str, ParamCheck], ...], Callable[[_Param], None] | None, bool]
+_STAGE_PLAN: tuple[tuple[int, Callable[[_Param], None] | None, bool], ...] = (
+    (1, _check_bounds, False),  # the scalar keywords, then the bounds against each other
+    (2, None, True),  # items and properties, recursively
+    (3, None, True),  # enum values against the schema so far
+    (4, None, True),  # the default against the whole schema
+)
+
+
+def _stage(t: str, stage: int, after: Callable[[_Param], None] | None, gated: bool) -> Stage:
+    keywords = tuple((kw, k.check) for kw, k in KEYWORDS.items() if k.stage == stage and k.applies(t))
+    return frozenset(kw for kw, _ in keywords), keywords, after, gated
+
+
+STAGES: dict[str, tuple[Stage, ...]] = {  # by type: the keywords that apply to it, stage by stage
+    t: tuple(_stage(t, stage, after, gated) for stage, after, gated in _STAGE_PLAN) for t in TYPES
+}

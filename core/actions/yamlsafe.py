@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,123 +179,146 @@ def parse_tree(text: str) -> tuple[Node | None, list[Problem]]:
 def _build(text: str, problems: list[Problem]) -> Node | None:
     loader = _Parser(text)
     try:
-        anchors: dict[str, Node] = {}
-        aliases = 0
-        expanded = 0
-        documents = 0
-        root: Node | None = None
-        # The stack holds (node, pending_key) for containers being built.
-        stack: list[list[Any]] = []
-
-        def attach(node: Node) -> None:
-            nonlocal root
-            if not stack:
-                root = node
-                return
-            frame = stack[-1]
-            parent: Node = frame[0]
-            if parent.kind == "seq":
-                parent.value.append(node)
-                return
-            if frame[1] is None:  # this node is a key
-                if node.kind != "scalar":
-                    raise FileRejected(Problem(node.line, node.col, "yaml", "mapping keys must be plain strings"))
-                frame[1] = node
-                return
-            key_node: Node = frame[1]
-            frame[1] = None
-            key = key_node.value
-            if not isinstance(key, str):
-                shown = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
-                problems.append(
-                    Problem(key_node.line, key_node.col, "yaml", f'key {shown} is not a string (quote it: "{shown}")')
-                )
-                key = str(key)
-            if key in parent.value:
-                first = parent.value[key][0]
-                problems.append(
-                    Problem(
-                        key_node.line,
-                        key_node.col,
-                        "yaml",
-                        f"duplicate key {key!r} (first defined at line {first.line}); remove one of them",
-                    )
-                )
-                return
-            parent.value[key] = (key_node, node)
-
+        builder = _TreeBuilder(problems)
+        handlers = builder.handlers
         while loader.check_event():
             event = loader.get_event()
-            etype = type(event)
-            if etype is ev.ScalarEvent and event.tag is None:  # the common case, first
-                node = Node("scalar", _scalar_value(event), event.start_mark.line + 1, event.start_mark.column + 1)
-                expanded += 1
-                if stack:
-                    stack[-1][0].size += 1
-                if event.anchor:
-                    anchors[event.anchor] = node
-                attach(node)
-                continue
-            if etype is ev.DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    line, col = _pos(event)
-                    raise FileRejected(Problem(line, col, "yaml", "only one YAML document per file is allowed"))
-                continue
-            if isinstance(event, (ev.StreamStartEvent, ev.StreamEndEvent, ev.DocumentEndEvent)):
-                continue
-            line, col = _pos(event)
-            tag = getattr(event, "tag", None)
-            if tag is not None:
-                raise FileRejected(
-                    Problem(line, col, "yaml", f"YAML tags are not allowed ({tag}); write plain values only")
-                )
-            if isinstance(event, ev.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    raise FileRejected(Problem(line, col, "yaml", f"more than {MAX_ALIASES} aliases in one file"))
-                target = anchors.get(event.anchor or "")
-                if target is None:
-                    raise FileRejected(Problem(line, col, "yaml", f"alias *{event.anchor} has no anchor before it"))
-                if any(frame[0] is target for frame in stack):
-                    raise FileRejected(Problem(line, col, "yaml", f"alias *{event.anchor} refers to its own parent"))
-                expanded += target.size
-                if expanded > MAX_EXPANDED_NODES:
-                    raise FileRejected(
-                        Problem(line, col, "yaml", f"aliases expand to more than {MAX_EXPANDED_NODES} nodes")
-                    )
-                if stack:
-                    stack[-1][0].size += target.size
-                attach(target)
-                continue
-            if isinstance(event, ev.ScalarEvent):
-                node = Node("scalar", _scalar_value(event), line, col)
-                expanded += 1
-                if stack:
-                    stack[-1][0].size += 1
-                if event.anchor:
-                    anchors[event.anchor] = node
-                attach(node)
-                continue
-            if isinstance(event, (ev.MappingStartEvent, ev.SequenceStartEvent)):
-                if len(stack) >= MAX_DEPTH:
-                    raise FileRejected(Problem(line, col, "yaml", f"nesting deeper than {MAX_DEPTH} levels"))
-                is_map = isinstance(event, ev.MappingStartEvent)
-                node = Node("map" if is_map else "seq", {} if is_map else [], line, col)
-                expanded += 1
-                if event.anchor:
-                    anchors[event.anchor] = node
-                attach(node)
-                stack.append([node, None])
-                continue
-            if isinstance(event, (ev.MappingEndEvent, ev.SequenceEndEvent)):
-                done = stack.pop()[0]
-                if stack:
-                    stack[-1][0].size += done.size
-                continue
-        return root
+            handlers[type(event)](event)
+        return builder.root
     finally:
         loader.dispose()
+
+
+class _TreeBuilder:
+    """Turns parser events into :class:`Node` trees, one handler per event type, enforcing the
+    limits (one document, no tags, aliases counted and expanded size bounded, nesting depth)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        self.anchors: dict[str, Node] = {}
+        self.aliases = 0
+        self.expanded = 0
+        self.documents = 0
+        self.root: Node | None = None
+        self.stack: list[list[Any]] = []  # [container node, pending key node] of open containers
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            ev.ScalarEvent: self._scalar,
+            ev.MappingStartEvent: self._start,
+            ev.SequenceStartEvent: self._start,
+            ev.MappingEndEvent: self._end,
+            ev.SequenceEndEvent: self._end,
+            ev.AliasEvent: self._alias,
+            ev.DocumentStartEvent: self._document,
+            ev.StreamStartEvent: self._skip,
+            ev.StreamEndEvent: self._skip,
+            ev.DocumentEndEvent: self._skip,
+        }
+
+    def _skip(self, event: Any) -> None:
+        pass
+
+    def _document(self, event: Any) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            line, col = _pos(event)
+            raise FileRejected(Problem(line, col, "yaml", "only one YAML document per file is allowed"))
+
+    @staticmethod
+    def _no_tag(event: Any) -> None:
+        tag = event.tag
+        if tag is not None:
+            line, col = _pos(event)
+            raise FileRejected(
+                Problem(line, col, "yaml", f"YAML tags are not allowed ({tag}); write plain values only")
+            )
+
+    def _scalar(self, event: Any) -> None:
+        if event.tag is not None:
+            self._no_tag(event)
+        node = Node("scalar", _scalar_value(event), event.start_mark.line + 1, event.start_mark.column + 1)
+        self.expanded += 1
+        if self.stack:
+            self.stack[-1][0].size += 1
+        if event.anchor:
+            self.anchors[event.anchor] = node
+        self._attach(node)
+
+    def _alias(self, event: Any) -> None:
+        line, col = _pos(event)
+        self.aliases += 1
+        if self.aliases > MAX_ALIASES:
+            raise FileRejected(Problem(line, col, "yaml", f"more than {MAX_ALIASES} aliases in one file"))
+        target = self.anchors.get(event.anchor or "")
+        if target is None:
+            raise FileRejected(Problem(line, col, "yaml", f"alias *{event.anchor} has no anchor before it"))
+        if any(frame[0] is target for frame in self.stack):
+            raise FileRejected(Problem(line, col, "yaml", f"alias *{event.anchor} refers to its own parent"))
+        self.expanded += target.size
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise FileRejected(Problem(line, col, "yaml", f"aliases expand to more than {MAX_EXPANDED_NODES} nodes"))
+        if self.stack:
+            self.stack[-1][0].size += target.size
+        self._attach(target)
+
+    def _start(self, event: Any) -> None:
+        self._no_tag(event)
+        line, col = _pos(event)
+        if len(self.stack) >= MAX_DEPTH:
+            raise FileRejected(Problem(line, col, "yaml", f"nesting deeper than {MAX_DEPTH} levels"))
+        is_map = type(event) is ev.MappingStartEvent
+        node = Node("map" if is_map else "seq", {} if is_map else [], line, col)
+        self.expanded += 1
+        if event.anchor:
+            self.anchors[event.anchor] = node
+        self._attach(node)
+        self.stack.append([node, None])
+
+    def _end(self, event: Any) -> None:
+        done = self.stack.pop()[0]
+        if self.stack:
+            self.stack[-1][0].size += done.size
+
+    def _attach(self, node: Node) -> None:
+        """Put a finished node where it belongs: the root, a list item, a key, or a key's value."""
+        stack = self.stack
+        if not stack:
+            self.root = node
+            return
+        frame = stack[-1]
+        parent: Node = frame[0]
+        if parent.kind == "seq":
+            parent.value.append(node)
+            return
+        if frame[1] is None:  # this node is a key
+            if node.kind != "scalar":
+                raise FileRejected(Problem(node.line, node.col, "yaml", "mapping keys must be plain strings"))
+            frame[1] = node
+            return
+        key_node: Node = frame[1]
+        frame[1] = None
+        self._set_value(parent, key_node, node)
+
+    def _set_value(self, parent: Node, key_node: Node, node: Node) -> None:
+        """``key: node`` in a mapping; a key that is not a string or repeats is a problem."""
+        key = key_node.value
+        if not isinstance(key, str):
+            shown = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+            self.problems.append(
+                Problem(key_node.line, key_node.col, "yaml", f'key {shown} is not a string (quote it: "{shown}")')
+            )
+            key = str(key)
+        if key in parent.value:
+            first = parent.value[key][0]
+            self.problems.append(
+                Problem(
+                    key_node.line,
+                    key_node.col,
+                    "yaml",
+                    f"duplicate key {key!r} (first defined at line {first.line}); remove one of them",
+                )
+            )
+            return
+        parent.value[key] = (key_node, node)
 
 
 def plain(node: Node) -> Any:

@@ -11,6 +11,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+from core.actions.loader import SUFFIXES
+
 if TYPE_CHECKING:
     from core.managers.actions import ActionManager
 
@@ -50,7 +52,7 @@ def validate_command(paths: tuple[Path, ...]) -> None:
         files: list[Path] = []
         for path in paths:
             if path.is_dir():
-                files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+                files.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES))
             else:
                 files.append(path)
         sources = [manager.source_for(p) for p in files]

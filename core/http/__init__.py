@@ -1,11 +1,11 @@
-"""The request pipeline: request id, JSON errors, health, security headers."""
+"""The request pipeline: request id, JSON errors, health, security headers; the framework's routes."""
 
 from __future__ import annotations
 
 from flask import Flask
 
 from config import Settings
-from core.http import cors, errors, health
+from core.http import cors, dispatch, docs, errors, health
 from core.http.pipeline import Pipeline
 
 
@@ -19,3 +19,5 @@ def install(app: Flask, settings: Settings) -> None:
     cors.install(pipe, settings["CORS_ORIGINS"])  # first: a preflight is answered before limits and auth
     errors.install(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(dispatch.bp)  # /actions, /openapi.json
+    app.register_blueprint(docs.bp)  # /docs

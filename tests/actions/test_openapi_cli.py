@@ -98,7 +98,7 @@ def test_docs_page_uses_local_assets_only(app: Any) -> None:
             assert len(response.data) > 40
     assert b"openapi.json" in client.get("/docs/keel-init.js").data
     # Swagger UI 5 is the first major version that reads OpenAPI 3.1.
-    from core.actions.dispatch import _swagger_dir
+    from core.http.docs import _swagger_dir
 
     assert (_swagger_dir() / "VERSION").read_text().strip().startswith("v5.")
     assert client.get("/docs/../../etc/passwd").status_code == 404

@@ -1,4 +1,6 @@
-"""HTTP surface of actions: calling them, listing them, OpenAPI and Swagger UI (SPEC §4.4-4.5).
+"""HTTP surface of actions: calling them, listing them, the OpenAPI document (SPEC §4.4-4.5).
+
+The Swagger UI page over the document is :mod:`core.http.docs`.
 
 Order of checks for ``/actions/<name>[/<path>]``: route (404 unknown action or path, 405
 undeclared method) → the action's module must be running (503) → ban, authentication,
@@ -9,10 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Request, Response, current_app, request, send_from_directory
+from flask import Blueprint, Request, current_app, request
 
 from core.actions.params import CoercionError
 from core.errors import (
@@ -69,7 +70,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
             raise NotFound(f"Action {name!r} is called as /actions/{name}/{action.spec.path}.")
         raise NotFound(f"Action {name!r} takes no path parameters.")
     get_state().action = name
-    am = manager.app_manager
+    am = manager.am
     if am.modules.state(action.module) != STARTED:
         raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")
     ctx = guard.check(action.requirement)
@@ -194,60 +195,6 @@ def list_actions() -> Any:
 def openapi_json() -> Any:
     """This OpenAPI 3.1 document."""
     return current_app.json.response(_manager().openapi())
-
-
-def _swagger_dir() -> Path:
-    """Swagger UI 5 (the first to read OpenAPI 3.1), as bundled by the flask-swagger-ui package;
-    only its static files are used."""
-    import flask_swagger_ui
-
-    return Path(flask_swagger_ui.__file__).parent / "dist"
-
-
-_DOCS_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Keel API</title>
-<link rel="stylesheet" href="docs/swagger-ui.css">
-</head>
-<body>
-<div id="swagger-ui"></div>
-<script src="docs/swagger-ui-bundle.js"></script>
-<script src="docs/swagger-ui-standalone-preset.js"></script>
-<script src="docs/keel-init.js"></script>
-</body>
-</html>
-"""
-
-_INIT_JS = """window.onload = function () {
-  window.ui = SwaggerUIBundle({
-    url: "openapi.json",
-    dom_id: "#swagger-ui",
-    validatorUrl: null,
-    deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout"
-  });
-};
-"""
-
-_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png"})
-
-
-@bp.get("/docs")
-def docs() -> Response:
-    """Swagger UI over ``/openapi.json``, from local assets (no CDN: works with no internet)."""
-    return Response(_DOCS_HTML, mimetype="text/html")
-
-
-@bp.get("/docs/<path:filename>")
-def docs_asset(filename: str) -> Response:
-    if filename == "keel-init.js":
-        return Response(_INIT_JS, mimetype="application/javascript")
-    if filename not in _ASSETS:
-        raise NotFound()
-    return send_from_directory(_swagger_dir(), filename, max_age=3600)
 
 
 __all__ = ["bp", "dispatch"]
