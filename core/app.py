@@ -51,8 +51,6 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["LOG_FILE"])
     app = Flask("keel")
     app.config.update(DEBUG=settings["DEBUG"], MAX_CONTENT_LENGTH=settings["MAX_CONTENT_LENGTH"])
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if vault_sources:
         from core.managers.vault import BOOTSTRAP_KEY
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Flask
 
 from config import Settings
-from core.http import cors, dispatch, docs, errors, health
+from core.http import body, cors, dispatch, docs, errors, health
 from core.http.pipeline import Pipeline
 
 
 def install(app: Flask, settings: Settings) -> None:
     # No redirect may answer before the pipeline or reflect a Host header: `//x` is not merged
     # into `/x` (404 instead of a 308) and `/docs/` is served like `/docs` (no slash redirect).
+    app.json = body.JSONProvider(app)  # request.get_json() anywhere uses the one body parser
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.config["TRUSTED_HOSTS"] = settings["TRUSTED_HOSTS"] or None  # any Host when unset (not in production)

@@ -9,34 +9,28 @@ authorization and rate limits (:func:`core.http.guard.check`) → parameters →
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Request, current_app, request
 
-from core.actions.params import CoercionError
 from core.errors import (
-    BadRequest,
     HTTPError,
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
-    UnsupportedMediaType,
 )
 from core.http import guard
+from core.http.body import collect_params
 from core.http.state import current_request_id, get_state
 
 if TYPE_CHECKING:
-    from core.actions.registry import CompiledAction
     from core.managers.actions import ActionManager
 
 bp = Blueprint("keel_actions", __name__)
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 STARTED = "started"
-NO_BODY: Any = object()
 
 
 def _manager() -> ActionManager:
@@ -74,7 +68,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     if am.modules.state(action.module) != STARTED:
         raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")
     ctx = guard.check(action.requirement)
-    params = _collect(req, action, method, path_values)
+    params = collect_params(req, action.params, path_values)
     started = time.perf_counter()
     status = 500
     try:
@@ -96,85 +90,6 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     )
     response.status_code = status
     return response
-
-
-def _read_body(request: Request) -> Any:
-    """The JSON body, or ``NO_BODY`` when there is none. 413 over MAX_CONTENT_LENGTH, 415 when the
-    body is not JSON, 400 when it does not parse (including nesting too deep to parse)."""
-    environ = request.environ
-    # No Content-Length (or an invalid/zero one, which reads as empty below) and no
-    # Transfer-Encoding: no body. Read from the environ: request.content_length re-parses.
-    if not environ.get("CONTENT_LENGTH") and environ.get("HTTP_TRANSFER_ENCODING") is None:
-        return NO_BODY
-    data = request.get_data(cache=True)
-    if not data:
-        return NO_BODY
-    if environ.get("CONTENT_TYPE") != "application/json" and not request.is_json:  # fast path first
-        raise UnsupportedMediaType()
-    try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
-        raise BadRequest(f"The JSON body has the key {exc.key!r} more than once.") from None
-    except (ValueError, RecursionError) as exc:
-        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else "it is not valid JSON"
-        raise BadRequest(f"The request body could not be read: {reason}.") from None
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON objects with a repeated key are refused (which one would win is a guess)."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return out
-
-
-def _collect(request: Request, action: CompiledAction, method: str, path_values: dict[str, Any]) -> dict[str, Any]:
-    """Parameters from the path, the query string and the JSON body, then validated."""
-    values = path_values
-    details: list[dict[str, str]] = []
-    failed: set[str] = set()
-    by_name = action.params.by_name
-    args = request.args
-    if args:
-        for key in args:
-            raws = args.getlist(key)
-            if key in values:
-                details.append({"param": key, "message": "given in two places (path and query string); give it once"})
-                failed.add(key)
-                continue
-            param = by_name.get(key)
-            if param is None:
-                values[key] = raws[0] if len(raws) == 1 else raws
-                continue
-            try:
-                values[key] = param.coerce(raws)
-            except CoercionError as exc:
-                details.append({"param": key, "message": str(exc)})
-                failed.add(key)
-    if method in BODY_METHODS:
-        body = _read_body(request)
-        if body is not NO_BODY:
-            if type(body) is not dict:
-                raise BadRequest("The JSON body must be an object whose keys are the parameters.")
-            for key, value in body.items():
-                if key in values or key in failed:
-                    details.append({"param": key, "message": "given in two places (path, query, body); give it once"})
-                    failed.add(key)
-                    continue
-                values[key] = value
-    elif request.environ.get("CONTENT_LENGTH") and request.content_length and request.mimetype and not request.is_json:
-        raise UnsupportedMediaType()
-    return action.params.validate(values, details or None, failed)
 
 
 # --- discovery and documentation ------------------------------------------------------------

@@ -148,3 +148,24 @@ def test_item_11_responses_carrying_secrets_are_not_stored(make_app: Any) -> Non
     key = client.post("/auth/api-keys", json={"name": "k", "scopes": []}, headers=bearer)
     assert key.status_code == 201 and key.headers["Cache-Control"] == "no-store"
     assert "Cache-Control" not in client.get("/auth/me", headers=bearer).headers  # nothing secret there
+
+
+def test_item_13_every_json_body_goes_through_one_parser(make_app: Any) -> None:
+    """Plain Flask views of a module (request.get_json()), @protect routes and actions alike."""
+    from flask import request
+
+    app = make_app()
+    app.add_url_rule("/plain", "plain", lambda: {"got": request.get_json()}, methods=["POST"])
+    client = app.test_client()
+    deep = "[" * 10000 + "]" * 10000
+    duplicate = '{"username": "a", "password": "pw-123456789", "username": "b"}'
+    nul = '{"username": "a\\u0000b", "password": "pw-123456789"}'
+    client.post("/auth/register", json={"username": "parser", "password": "parser-pass-1"})
+    token = client.post("/auth/login", json={"username": "parser", "password": "parser-pass-1"}).json["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    for path in ("/plain", "/auth/login", "/auth/register", "/auth/refresh", "/actions/create_task"):
+        for body, reason in ((deep, "nested too deeply"), (duplicate, "more than once"), (nul, "NUL")):
+            response = client.post(path, data=body, content_type="application/json", headers=bearer)
+            assert response.status_code == 400, (path, reason, response.status_code)
+            assert reason in response.json["error"]["message"], (path, response.json)
+    assert client.post("/plain", json={"ok": "é"}).json == {"got": {"ok": "é"}}
