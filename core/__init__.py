@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from core import errors
 from core.app import create_app
 from core.app_manager import AppManager, app_manager
+from core.data.sql import utc_timestamp
 from core.errors import (
     Conflict,
     Forbidden,
@@ -36,4 +37,5 @@ __all__ = [
     "app_manager",
     "create_app",
     "errors",
+    "utc_timestamp",
 ]
