@@ -194,7 +194,7 @@ class CircuitBreaker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, _exc_type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         if exc is not None and isinstance(exc, self.failures):
             self.failure(exc)

@@ -170,14 +170,14 @@ class _BreakerEvents:
         self.timeout_ms = timeout_ms
         self.wal = wal
 
-    def gate(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    def gate(self, _dialect: Any, _conn_rec: Any, _cargs: Any, _cparams: Any) -> None:
         """Before a new connection: fail fast while the circuit is open (one probe per interval)."""
         if not _UNOBSERVED.get():
             self.breaker.check()
         elif self.breaker.is_open:
             raise CircuitOpen(self.breaker.name, retry_after=max(1, round(self.breaker.probe_interval)))
 
-    def connected(self, dbapi_conn: Any, conn_rec: Any) -> None:
+    def connected(self, dbapi_conn: Any, _conn_rec: Any) -> None:
         if not _UNOBSERVED.get():
             self.breaker.success()
         if self.backend == "sqlite":
@@ -185,7 +185,7 @@ class _BreakerEvents:
         elif self.backend == "oracle" and self.timeout_ms:
             dbapi_conn.call_timeout = int(self.timeout_ms)
 
-    def checked_out(self, dbapi_conn: Any, conn_rec: Any, proxy: Any) -> None:
+    def checked_out(self, _dbapi_conn: Any, _conn_rec: Any, _proxy: Any) -> None:
         if not _UNOBSERVED.get():
             self.breaker.success()  # the pre-ping answered
 

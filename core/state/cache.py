@@ -25,10 +25,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from core.managers.redis import RedisManager, Subscription
+from core.data.redis_backends import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,20 @@ LOCAL_CACHE_MAX = 10_000
 Entry = tuple[float, int, int, str | None]
 
 
+class CacheBackend(Protocol):
+    """What the state cache uses of :class:`~core.managers.redis.RedisManager`."""
+
+    def cache_get(self, key: str, default: Any = None) -> Any: ...
+
+    def cache_set_if_newer(self, key: str, value: dict[str, Any], version: int, ttl: float) -> bool: ...
+
+    def cache_delete(self, *keys: str) -> bool: ...
+
+    def publish(self, channel: str, message: Any) -> bool: ...
+
+    def subscribe(self, channel: str, callback: Callable[[Any], None]) -> Subscription: ...
+
+
 def cache_key(kind: str, key: str) -> str:
     return f"state:{kind}:{key}"
 
@@ -46,7 +60,7 @@ def cache_key(kind: str, key: str) -> str:
 class StateCache:
     """The caches of one StateManager; reads go local → Redis, writes go through both."""
 
-    def __init__(self, redis: RedisManager, *, ttl: int, local_ttl: float) -> None:
+    def __init__(self, redis: CacheBackend, *, ttl: int, local_ttl: float) -> None:
         self._redis = redis
         self.ttl = ttl
         self.local_ttl = local_ttl
@@ -75,7 +89,8 @@ class StateCache:
     def lookup(self, kind: str, key: str) -> tuple[dict[str, Any] | None, int]:
         """``(record or None, generation)``: the local copy, else Redis's unless it is older
         than a version this process knows of. Store a database read with that generation."""
-        self.flush_pending()
+        if self._pending:
+            self.flush_pending()
         generation = self.generation()
         cached = self._local_get(kind, key, generation)
         if cached is not None:
