@@ -85,7 +85,7 @@ def main() -> None:
         elapsed = time.monotonic() - began
         for p in procs:
             p.join(30)
-        app.extensions["keel"].state._local.clear()
+        app.extensions["keel"].state.cache._local.clear()
         final = app.extensions["keel"].state.get("bench", "counter")
         expected = args.processes * args.updates
         print(f"{args.processes} processes x {args.updates} updates of one record (PostgreSQL + Redis cache)")

@@ -63,7 +63,7 @@ def make_app(db_url: str, redis_url: str, prefix: str, local_ttl: float) -> Any:
 def wait_subscribed(state: Any) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        sub = state._subscription
+        sub = state.cache.subscription
         if sub is None or sub.connected:
             return
         time.sleep(0.01)

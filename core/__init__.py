@@ -6,6 +6,7 @@ from core import errors
 from core.app import create_app
 from core.app_manager import AppManager, app_manager
 from core.auth.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE
+from core.data.sql import utc_timestamp
 from core.errors import (
     BadRequest,
     Conflict,
@@ -47,4 +48,5 @@ __all__ = [
     "create_app",
     "errors",
     "protect",
+    "utc_timestamp",
 ]

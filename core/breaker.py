@@ -16,6 +16,9 @@ Usage::
         value = client.get("k")
     breaker.health()   # {"state": "closed", "failures": 0, ...} for /health
 
+A :class:`Prober` thread probes open circuits in the background, so that a dependency that
+comes back closes its circuit even when no request arrives, and ``/health`` only reads.
+
 Only exceptions listed in ``failures`` count against the dependency; any other exception (a
 constraint violation, a Redis ``WRONGTYPE``) proves the dependency answered and counts as a
 success. Thread- and greenlet-safe; one instance per dependency per app (no globals).
@@ -80,7 +83,6 @@ class CircuitBreaker:
         self._last_failure_at = 0.0
         self._probe_in_flight = False
         self._last_error: str | None = None
-        self._opened_count = 0
         self._listeners: list[Callable[[str, str], None]] = []
 
     # -- state -------------------------------------------------------------------------------
@@ -93,6 +95,14 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         """True while calls are refused (open or probing): callers should use their fallback."""
         return self._state != CLOSED
+
+    def probe_delay(self) -> float | None:
+        """Seconds until the next probe may go (0: now); ``None`` while the circuit is closed."""
+        if self._state == CLOSED:
+            return None
+        if self._probe_in_flight:
+            return self.probe_interval
+        return max(0.0, self.probe_interval - (self._clock() - self._last_failure_at))
 
     @property
     def probe_due(self) -> bool:
@@ -125,6 +135,8 @@ class CircuitBreaker:
             return True
 
     def success(self) -> None:
+        if self._state == CLOSED and self._consecutive == 0:
+            return  # nothing to reset: the common case stays lock-free (every pool checkout)
         with self._lock:
             self._probe_in_flight = False
             self._consecutive = 0
@@ -146,7 +158,6 @@ class CircuitBreaker:
             self._state = OPEN
             if old == CLOSED:
                 self._opened_at = self._last_failure_at
-                self._opened_count += 1
         if old == CLOSED:
             logger.warning(
                 "circuit %s opened after %d consecutive failures (%s); failing fast, probing every %.1fs",
@@ -183,16 +194,12 @@ class CircuitBreaker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, _exc_type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         if exc is not None and isinstance(exc, self.failures):
             self.failure(exc)
         else:
             self.success()
-
-    def reset(self) -> None:
-        """Close the circuit (tests, or an operator who knows better)."""
-        self.success()
 
     def health(self) -> dict[str, Any]:
         """State for ``/health``: never contains secrets."""
@@ -211,4 +218,68 @@ class CircuitBreaker:
                 logger.exception("circuit %s: state listener raised", self.name)
 
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "CircuitOpen"]
+class Prober:
+    """Closes open circuits from one background thread, so that no request has to be the probe
+    and ``health()`` only reads the breakers (SPEC §10: "a probe every second closes it again").
+
+    ``add(breaker, probe)`` (before :meth:`start`): while ``breaker`` is open, ``probe()`` runs
+    each time a probe is due. The probe must report to the breaker itself
+    (``breaker.call(client.ping)``, or a connection on an engine whose events drive it). The
+    thread sleeps while every circuit is closed (a state change wakes it) and stops in
+    :meth:`stop`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._checks: list[tuple[CircuitBreaker, Callable[[], object]]] = []
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, breaker: CircuitBreaker, probe: Callable[[], object]) -> None:
+        self._checks.append((breaker, probe))
+        breaker.on_change(self._changed)
+
+    def start(self) -> None:
+        if self._checks and self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name=f"keel-probe:{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the thread (idempotent); an in-flight probe is waited for up to ``timeout`` s."""
+        self._stopped = True
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _changed(self, old: str, new: str) -> None:
+        if new == OPEN:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            delays: list[float] = []
+            for breaker, probe in self._checks:
+                if breaker.probe_due:
+                    self._probe(breaker, probe)
+                delay = breaker.probe_delay()
+                if delay is not None:
+                    delays.append(delay)
+            # Sleep until the next probe is due; with every circuit closed, until one opens.
+            self._wake.wait(max(0.01, min(delays)) if delays else None)
+
+    def _probe(self, breaker: CircuitBreaker, probe: Callable[[], object]) -> None:
+        down: tuple[type[BaseException], ...] = (ServiceUnavailable, *breaker.failures)
+        try:
+            probe()
+        except down:
+            pass  # still down (the breaker counted it): the next probe comes one interval later
+        except Exception:
+            # The prober must outlive a surprise (a driver error of an unexpected kind): logged
+            # with its traceback; requests still probe by themselves, the next tick tries again.
+            logger.exception("circuit %s: background probe raised", breaker.name)
+
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "CircuitOpen", "Prober"]

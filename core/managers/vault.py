@@ -268,9 +268,10 @@ class VaultManager(Manager):
 
     name: ClassVar[str] = "vault"
 
+    am: AppManager
+
     def __init__(self) -> None:
-        self.source: VaultSource | None = None
-        self._hooks: Any = None
+        self.source: VaultSource | None = None  # None: VAULT_ADDR is unset
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -283,19 +284,24 @@ class VaultManager(Manager):
 
     def init_app(self, app: Flask, am: AppManager) -> None:
         super().init_app(app, am)
+        self.am = am
         source = app.extensions.pop(BOOTSTRAP_KEY, None)
-        if not am.settings["VAULT_ADDR"]:
-            return
-        if source is None:  # built outside create_app: read now
-            source = self.settings_source(am.settings)
-        self.source = source
-        self._hooks = am.hooks
+        if am.settings["VAULT_ADDR"]:
+            # Adopt the source create_app read the settings from; built outside create_app,
+            # a new one (no network here: start() reads it).
+            self.source = source if source is not None else VaultSource(am.settings)
+        elif source is not None:
+            source.close()
 
     def start(self) -> None:
-        """Renew the token and refresh the cache in the background."""
-        if self.source is not None and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="keel-vault", daemon=True)
-            self._thread.start()
+        """Read once if nothing was read yet, then renew the token and refresh the cache in
+        the background."""
+        if self.source is None or self._thread is not None:
+            return
+        if self.source.attempt_at is None:
+            self.source.read()  # the first values: nothing "changed" yet
+        self._thread = threading.Thread(target=self._run, args=(self.source,), name="keel-vault", daemon=True)
+        self._thread.start()
 
     @property
     def enabled(self) -> bool:
@@ -313,26 +319,22 @@ class VaultManager(Manager):
         if changed:
             logger.info("vault values changed: %s", ", ".join(changed))
             for key in changed:
-                if self._hooks is not None:
-                    self._hooks.trigger("secret_changed", key=key, source="vault")
+                self.am.hooks.trigger("secret_changed", key=key, source="vault")
         return changed
 
-    def _due(self, now: float) -> bool:
-        source = self.source
-        assert source is not None
+    @staticmethod
+    def _due(source: VaultSource, now: float) -> bool:
         if source.attempt_at is None:
             return True
         if source.failure is not None or source.data is None:
             return now - source.attempt_at >= RETRY_EVERY
         return source.read_at is None or now - source.read_at >= source.ttl
 
-    def _run(self) -> None:
+    def _run(self, source: VaultSource) -> None:
         while not self._stop.wait(TICK):
-            if self.source is None:
-                return
             try:
-                self.source.renew()
-                if self._due(time.monotonic()):
+                source.renew()
+                if self._due(source, time.monotonic()):
                     self.refresh()
             except Exception:
                 # The refresher must outlive any surprise (a hook, a malformed answer): the

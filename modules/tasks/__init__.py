@@ -19,8 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core import ActionContext, BaseModule, NotFound, ValidationError, action
-from core.managers.database import utc_timestamp
+from core import ActionContext, BaseModule, NotFound, ValidationError, action, utc_timestamp
 
 logger = logging.getLogger(__name__)
 

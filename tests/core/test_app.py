@@ -96,5 +96,10 @@ def test_registration_is_frozen_after_the_first_request(app: Any, client: Any) -
     with pytest.raises(SetupError, match=r"services.register\('mailer'\) can no longer be called"):
         am.services.register("mailer", object())
     assert "mailer" not in am.services
+    with pytest.raises(SetupError, match=r"state.define\('late'\) can no longer be called"):
+        am.state.define("late", {"a": []}, initial="a")
+    tasks = am.modules.get("tasks")
+    graph = {"todo": ["doing"], "doing": ["todo", "done"], "done": []}
+    assert am.state.define("task", graph, initial="todo") is tasks.machine  # the same graph again: a no-op
     with pytest.raises(AssertionError, match="can no longer be called"):
         app.add_url_rule("/late", "late", lambda: "late")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.breaker import CircuitBreaker, CircuitOpen
+from core.breaker import CircuitBreaker, CircuitOpen, Prober
 
 
 class FakeClock:
@@ -112,3 +112,72 @@ def test_listeners_see_state_changes() -> None:
 def test_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError, match="threshold"):
         CircuitBreaker("x", threshold=0)
+
+
+def _wait(predicate: Any, timeout: float = 3.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def test_prober_closes_an_open_circuit_without_requests() -> None:
+    breaker = CircuitBreaker("dep", failures=(Down,), threshold=1, probe_interval=0.05)
+    attempts: list[int] = []
+
+    def probe() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            breaker.call(_fail)  # still down twice
+        breaker.call(lambda: None)
+
+    prober = Prober("dep")
+    prober.add(breaker, probe)
+    prober.start()
+    try:
+        assert not attempts  # asleep while the circuit is closed
+        breaker.failure(Down())
+        assert _wait(lambda: breaker.state == "closed")
+        assert len(attempts) == 3  # one probe per interval until one succeeded
+    finally:
+        prober.stop()
+    prober.stop()  # idempotent
+
+
+def test_prober_survives_a_raising_probe(caplog: pytest.LogCaptureFixture) -> None:
+    breaker = CircuitBreaker("dep", failures=(Down,), threshold=1, probe_interval=0.05)
+    calls: list[int] = []
+
+    def probe() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        breaker.call(lambda: None)
+
+    prober = Prober("dep")
+    prober.add(breaker, probe)
+    prober.start()
+    try:
+        breaker.failure(Down())
+        assert _wait(lambda: breaker.state == "closed")
+    finally:
+        prober.stop()
+    assert "background probe raised" in caplog.text
+
+
+def test_probe_delay() -> None:
+    clock = FakeClock()
+    breaker = _breaker(clock)
+    assert breaker.probe_delay() is None
+    for _ in range(3):
+        breaker.failure(Down())
+    clock.now += 0.25
+    assert breaker.probe_delay() == pytest.approx(0.75)
+    clock.now += 1
+    assert breaker.probe_delay() == 0
+    assert breaker.allow()
+    assert breaker.probe_delay() == 1.0  # a probe is in flight

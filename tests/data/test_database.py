@@ -184,3 +184,53 @@ def test_psycogreen_is_installed_under_gevent() -> None:
     from core.managers.database import install_psycogreen
 
     assert install_psycogreen() is False  # no gevent patching in this process
+
+
+def test_health_reads_the_breakers_and_never_changes_them(
+    make_app: Callable[..., Any], pg_config: dict[str, Any]
+) -> None:
+    from tests.conftest import free_port
+
+    dead = sa.make_url(pg_config["DATABASE_URL"]).set(host="127.0.0.1", port=free_port())
+    app = make_app(DATABASE_READ_URL=dead.render_as_string(hide_password=False), **pg_config)
+    db = app.extensions["keel"].db
+    # (db.health() itself: a request's own database work may close the breaker by design)
+    db.breaker.failure()  # one failure, below the threshold
+    report = db.health()
+    assert report["status"] == "degraded" and report["read_replica"]["status"] == "unhealthy"
+    assert db.breaker.health()["consecutive_failures"] == 1  # the primary's ping did not reset it
+    assert db.read_breaker.health()["consecutive_failures"] == 0  # the replica's failed ping did not count
+
+    for _ in range(db.breaker.threshold):
+        db.breaker.failure()
+    for _ in range(3):
+        report = db.health()
+        assert report["status"] == "unhealthy" and report["error"] == "CircuitOpen"
+        assert db.breaker.state == "open"  # reported, never probed by health()
+
+
+def test_an_open_circuit_closes_without_requests(make_app: Callable[..., Any], db_config: dict[str, Any]) -> None:
+    db = make_app(BREAKER_PROBE_INTERVAL=0.1, **db_config).extensions["keel"].db
+    for _ in range(db.breaker.threshold):
+        db.breaker.failure()
+    assert db.breaker.state == "open"
+    deadline = time.monotonic() + 3
+    while db.breaker.state != "closed" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert db.breaker.state == "closed"  # the background probe found the database answering
+
+
+def test_sqlite_lock_timeout_is_a_503(make_app: Callable[..., Any], tmp_path: Path) -> None:
+    db = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'locked.db'}", DB_STATEMENT_TIMEOUT_MS=0).extensions["keel"].db
+    with db.transaction() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+    with db.sql.connect() as holder:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock
+        with pytest.raises(StatementTimeout):
+            # the wait for the lock ran out (timeout lowered here to keep the test short)
+            with db.sql.connect() as conn:
+                conn.connection.dbapi_connection.execute("PRAGMA busy_timeout = 100")  # type: ignore[union-attr]
+                conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+                conn.commit()
+        holder.rollback()
+    assert db.breaker.state == "closed"  # a busy database is not a dead one

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle, postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from core.managers.state import cas_update, history_query, list_records, select_record
+from core.state.tables import cas_update, history_query, list_records, select_record
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "oracle.sql"
 MINE = (
@@ -208,12 +208,11 @@ def test_framework_tables_are_portable(am: Any) -> None:
 
 
 def test_oracle_engine_has_the_keel_pool(make_app: Any) -> None:
-    from core.managers.database import DatabaseManager
+    from core.data.sql import create_engine
 
     app = make_app()
     am = app.extensions["keel"]
-    manager = DatabaseManager()
-    engine = manager._engine("oracle+oracledb://keel:pw@127.0.0.1:1/?service_name=FREEPDB1", am.settings, am.db.breaker)
+    engine = create_engine("oracle+oracledb://keel:pw@127.0.0.1:1/?service_name=FREEPDB1", am.settings, am.db.breaker)
     try:
         assert engine.dialect.name == "oracle" and engine.dialect.driver == "oracledb"
         assert type(engine.pool).__name__ == "_KeelQueuePool" and engine.pool._pre_ping

@@ -128,3 +128,47 @@ def test_in_process_store_is_thread_safe(make_app: Callable[..., Any]) -> None:
     for t in threads:
         t.join()
     assert r.cache_get("x")["version"] == 199
+
+
+def test_health_reads_the_breaker_and_never_changes_it(
+    make_app: Callable[..., Any], redis_config: dict[str, Any]
+) -> None:
+    r = make_app(**redis_config).extensions["keel"].redis
+    r.breaker.failure()  # below the threshold
+    assert r.health()["status"] == "healthy"
+    assert r.breaker.health()["consecutive_failures"] == 1  # the ping went around the breaker
+    for _ in range(r.breaker.threshold):
+        r.breaker.failure()
+    for _ in range(3):
+        report = r.health()
+        assert report["status"] == "degraded" and report["error"] == "CircuitOpen"
+        assert r.breaker.state == "open"
+
+
+def test_an_open_circuit_closes_without_requests(make_app: Callable[..., Any], redis_config: dict[str, Any]) -> None:
+    r = make_app(BREAKER_PROBE_INTERVAL=0.1, **redis_config).extensions["keel"].redis
+    for _ in range(r.breaker.threshold):
+        r.breaker.failure()
+    assert r.breaker.state == "open"
+    assert _wait(lambda: r.breaker.state == "closed")  # the background probe found Redis answering
+
+
+def test_subscriptions_start_with_the_manager(make_app: Callable[..., Any], redis_config: dict[str, Any]) -> None:
+    from flask import Flask
+
+    from core.managers.redis import RedisManager
+
+    am = make_app(**redis_config).extensions["keel"]
+    manager = RedisManager()
+    manager.init_app(Flask("declared-only"), am)
+    sub = manager.subscribe("declared", lambda message: None)
+    try:
+        time.sleep(0.3)
+        assert not sub.connected and sub.generation == 0  # init_app declares: no thread yet
+        manager.start()
+        assert _wait(lambda: sub.connected)
+        late = manager.subscribe("late", lambda message: None)
+        assert _wait(lambda: late.connected)  # after start: at once
+    finally:
+        manager.dispose()
+        manager.dispose()  # idempotent

@@ -32,7 +32,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
 
 
 def _wait_subscribed(app: Any) -> None:
-    sub = app.extensions["keel"].state._subscription
+    sub = app.extensions["keel"].state.cache.subscription
     assert _wait(lambda: sub is not None and sub.connected), "state subscription never connected"
 
 
@@ -156,7 +156,7 @@ def test_entries_missed_during_an_outage_are_dropped_when_redis_answers(
     time.sleep(breaker.probe_interval + 0.05)
     writer.get("job", "stale")  # the next call probes Redis and drops the stale copy
     assert writer_app.extensions["keel"].state.health().get("pending_invalidations") is None
-    reader_app.extensions["keel"].state._local.clear()
+    reader_app.extensions["keel"].state.cache._local.clear()
     assert reader.get("job", "stale")["version"] == 2
 
 
@@ -170,10 +170,35 @@ def test_local_cache_is_bypassed_while_the_subscription_is_down(
     sm.create("job", "l")
     sm.get("job", "l")
     server.stop()
-    sub = app.extensions["keel"].state._subscription
+    sub = app.extensions["keel"].state.cache.subscription
     assert _wait(lambda: not sub.connected)
     _sneak_update(app, "l")
     assert sm.get("job", "l")["data"] == {"sneaky": True}  # not the in-process copy: invalidations may be missed
     server.start()
     assert _wait(lambda: sub.connected, 5)
     assert sub.generation >= 2
+
+
+@pytest.mark.parametrize("redis", ["in-process", "redis"])
+def test_a_late_write_through_never_replaces_a_newer_record(
+    request: pytest.FixtureRequest, make_app: Callable[..., Any], redis: str
+) -> None:
+    """The interleaving behind a once-flaky test: writer A commits v2 but is slow to cache it;
+    writer B commits v3 and caches it; writer C loses a compare-and-set against v3; then A's
+    write-through of v2 lands. A lost race must not erase what this process knows (v3)."""
+    app = make_app(**(request.getfixturevalue("redis_config") if redis == "redis" else {}))
+    sm = _state(app)
+    _wait_subscribed(app)
+    v1 = sm.create("job", "late")
+    cache = sm.cache
+    generation = cache.generation()
+    v2 = {**v1, "state": "doing", "version": 2}
+    v3 = {**v1, "state": "done", "version": 3}
+    cache.store(v3, generation)  # B
+    cache.newer_exists("job", "late", 3, generation)  # C lost against v3
+    cache.store(v2, generation)  # A, late
+    assert sm.get("job", "late")["version"] == 3
+    cache.newer_exists("job", "late", 4, generation)  # another worker published v4
+    cache.store(v3, generation)  # a late v3 again
+    record, _ = cache.lookup("job", "late")
+    assert record is None or record["version"] >= 4  # a tombstone: a miss, never v3
