@@ -110,9 +110,22 @@ def install_psycogreen() -> bool:
     return True
 
 
+# The drivers Keel installs, for URLs that name none (or an alias): SQLAlchemy 2.1 maps a bare
+# `postgresql://` to psycopg 3 and refuses `postgres://` (what Heroku-style platforms write).
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2", "oracle": "oracle+oracledb"}
+
+
+def database_url(raw_url: str) -> sa.URL:
+    """``raw_url`` parsed, with the installed driver filled in where the URL names none."""
+    scheme, sep, rest = raw_url.partition("://")
+    if sep and scheme.lower() in _DEFAULT_DRIVERS:
+        raw_url = f"{_DEFAULT_DRIVERS[scheme.lower()]}://{rest}"
+    return sa.make_url(raw_url)
+
+
 def create_engine(raw_url: str, settings: Mapping[str, Any], breaker: CircuitBreaker) -> sa.Engine:
     """The engine for ``raw_url``: pool, timeouts, error translation and ``breaker`` wired in."""
-    url = sa.make_url(raw_url)
+    url = database_url(raw_url)
     backend = url.get_backend_name()
     memory = backend == "sqlite" and url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
