@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from core import errors
 from core.app import create_app
 from core.app_manager import AppManager, app_manager
@@ -18,6 +16,7 @@ from core.errors import (
     VersionConflict,
 )
 from core.module import ActionContext, BaseModule, action
+from core.version import __version__
 
 __all__ = [
     "ActionContext",

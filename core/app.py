@@ -9,9 +9,10 @@ from typing import Any
 from flask import Flask
 
 from config import load_settings
-from core import http, metrics
+from core import http
 from core.app_manager import AppManager
 from core.cli import register_cli
+from core.http import metrics
 from core.logs import configure_logging
 
 logger = logging.getLogger("keel")

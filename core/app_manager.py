@@ -29,6 +29,7 @@ from core.managers.redis import RedisManager
 from core.managers.services import ServicesManager
 from core.managers.state import StateManager
 from core.managers.vault import VaultManager
+from core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class AppManager:
     def __init__(self, app: Flask, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.version = _version()
+        self.version = __version__
         self._managers: dict[str, Manager] = {}
         self._disposed = False
         self._dispose_lock = threading.Lock()
@@ -144,12 +145,6 @@ class AppManager:
             except Exception:
                 # Shutdown must reach every manager; one failing dispose is logged, not fatal.
                 logger.exception("dispose of manager %s raised", attr)
-
-
-def _version() -> str:
-    from core import __version__
-
-    return __version__
 
 
 def _current() -> AppManager:

@@ -310,3 +310,11 @@ def vault(vault_server: dict[str, str]) -> Iterator[dict[str, Any]]:
 def _quiet_logs() -> Iterator[None]:
     yield
     logging.getLogger().setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metrics() -> None:
+    """Every test starts from zeroed Keel metrics, so metric tests assert exact values."""
+    from core.metrics import reset_metrics
+
+    reset_metrics()

@@ -24,8 +24,7 @@ from core.errors import (
     UnsupportedMediaType,
 )
 from core.http import guard
-from core.http.request_id import current_request_id
-from core.http.state import get_state
+from core.http.state import current_request_id, get_state
 
 if TYPE_CHECKING:
     from core.actions.registry import CompiledAction

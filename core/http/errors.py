@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core.errors import HTTPError, InternalError
-from core.http.request_id import current_request_id
+from core.http.state import current_request_id
 
 logger = logging.getLogger("keel.http")
 

@@ -27,8 +27,7 @@ from flask.ctx import _AppCtxGlobals
 
 from core.errors import PayloadTooLarge
 from core.http import access_log
-from core.http.request_id import ENVIRON_KEY, HEADER, new_request_id
-from core.http.state import RequestState, get_state
+from core.http.state import ENVIRON_KEY, HEADER, RequestState, get_state, new_request_id
 
 EXTENSION = "keel.pipeline"
 

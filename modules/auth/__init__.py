@@ -25,7 +25,7 @@ from core.errors import (
 )
 from core.http import auth as http_auth
 from core.http.guard import check
-from core.http.request_id import current_request_id
+from core.http.state import current_request_id
 from core.module import ActionContext
 from core.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE
 

@@ -18,8 +18,6 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_is_prometheus_text_and_counts_requests(client: Any) -> None:
-    before = _sample(client.get("/metrics").get_data(as_text=True), "keel_requests_total",
-                     action="keel_health.healthz", status="200")
     for _ in range(3):
         assert client.get("/healthz").status_code == 200
     client.get("/no-such-route")
@@ -27,27 +25,24 @@ def test_metrics_is_prometheus_text_and_counts_requests(client: Any) -> None:
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    assert _sample(text, "keel_requests_total", action="keel_health.healthz", status="200") == before + 3
-    assert _sample(text, "keel_requests_total", action="unmatched", status="404") >= 1
+    assert _sample(text, "keel_requests_total", action="keel_health.healthz", status="200") == 3
+    assert _sample(text, "keel_requests_total", action="unmatched", status="404") == 1
+    assert _sample(text, "keel_request_duration_seconds_count", action="keel_health.healthz") == 3
     assert "keel_request_duration_seconds_bucket" in text
 
 
 def test_hooks_feed_ban_and_reload_counters(am: Any, client: Any) -> None:
-    text = client.get("/metrics").get_data(as_text=True)
-    bans = _sample(text, "keel_bans_total", kind="ip")
-    errors = _sample(text, "keel_actions_reload_errors_total")
     am.hooks.trigger("identity_banned", kind="ip", identifier="203.0.113.9", seconds=60)
     am.hooks.trigger("actions_reload_failed", path="actions/x.yaml", errors=["x"])
     text = client.get("/metrics").get_data(as_text=True)
-    assert _sample(text, "keel_bans_total", kind="ip") == bans + 1
-    assert _sample(text, "keel_actions_reload_errors_total") == errors + 1
+    assert _sample(text, "keel_bans_total", kind="ip") == 1
+    assert _sample(text, "keel_actions_reload_errors_total") == 1
 
 
 def test_rate_limit_rejections_are_exported_by_level(make_app: Any) -> None:
     app = make_app(RATE_LIMIT_IP="2/minute")
     client = app.test_client()
-    before = _sample(client.get("/metrics").get_data(as_text=True), "keel_rate_limit_rejections_total", level="ip")
     statuses = [client.get("/actions/system_info").status_code for _ in range(4)]
     assert statuses == [200, 200, 429, 429]
     text = client.get("/metrics").get_data(as_text=True)  # /metrics itself is exempt from limits
-    assert _sample(text, "keel_rate_limit_rejections_total", level="ip") == before + 2
+    assert _sample(text, "keel_rate_limit_rejections_total", level="ip") == 2
