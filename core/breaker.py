@@ -133,10 +133,12 @@ class CircuitBreaker:
             logger.warning("circuit %s closed: dependency answers again", self.name)
             self._notify(old, CLOSED)
 
-    def failure(self, exc: BaseException | None = None) -> None:
+    def failure(self, exc: BaseException | None = None, *, conclusive: bool = False) -> None:
+        """Count a failure. ``conclusive``: open the circuit now, whatever the threshold (a
+        caller whose one timeout is its whole budget: the limiter's 100 ms call)."""
         with self._lock:
             self._probe_in_flight = False
-            self._consecutive += 1
+            self._consecutive = max(self._consecutive + 1, self.threshold if conclusive else 0)
             self._last_failure_at = self._clock()
             if exc is not None:
                 self._last_error = type(exc).__name__
