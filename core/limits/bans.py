@@ -130,14 +130,14 @@ class Bans:
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_BAN_SECONDS:
             raise ValidationError(details=[{"param": "seconds", "message": f"an integer from 1 to {MAX_BAN_SECONDS}"}])
         ttl_ms = seconds * 1000
-        self.store.call("set_ban", kind, identifier, ttl_ms)
+        self.store.set_ban(kind, identifier, ttl_ms)
         return self.record(kind, identifier, ttl_ms, 0, reason="manual", actor=actor)
 
     def lift(self, kind: str, identifier: str, actor: str = "admin") -> dict[str, Any]:
         """Lift a ban now (every worker sees it on its next request: the ban lives in Redis)."""
         _check_kind(kind)
         identifier = str(identifier).strip()
-        in_store = bool(self.store.call("delete_ban", kind, identifier))
+        in_store = self.store.delete_ban(kind, identifier)
         in_memory = self.store.memory.delete_ban(kind, identifier)  # the fallback's copy, if any
         in_db = self.records.delete(kind, identifier)
         if not (in_store or in_memory or in_db):
@@ -169,7 +169,7 @@ class Bans:
 
     def remaining(self, kind: str, identifier: str) -> int | None:
         """Seconds left on a ban of ``kind:identifier``, ``None`` when not banned."""
-        ms = self.store.call("ban_remaining_ms", kind, str(identifier), strict=True)
+        ms = self.store.ban_remaining_ms(kind, str(identifier))
         return None if ms is None else to_seconds(ms)
 
     def record(
@@ -207,7 +207,7 @@ class Bans:
         now = int(time.time() * 1000)
         for row in rows:
             ttl = row["until_ms"] - now
-            self.store.call("set_ban", row["kind"], row["identifier"], ttl, row["strikes"], only_if_absent=True)
+            self.store.set_ban(row["kind"], row["identifier"], ttl, row["strikes"], only_if_absent=True)
 
     def sync_memory(self) -> None:
         """Without Redis, the database is what processes share: every ``MEMORY_SYNC_S`` the

@@ -58,9 +58,6 @@ class RedisStore:
     def strikes_key(self, kind: str, identifier: str) -> str:
         return f"{self.prefix}strikes:{kind}:{identifier}"
 
-    def log_key(self, key: str) -> str:
-        return f"{self.prefix}rl:{key}"
-
     # -- the one round trip -----------------------------------------------------------------
     def evaluate(self, plan: Plan) -> Outcome:
         prefix = self.prefix
@@ -68,7 +65,7 @@ class RedisStore:
         for kind, ident in plan.identities:  # ban_key, viol_key, strikes_key (inlined: hot path)
             keys += [f"{prefix}ban:{kind}:{ident}", f"{prefix}viol:{kind}:{ident}", f"{prefix}strikes:{kind}:{ident}"]
         keys += plan.revocation_keys
-        keys += [f"{prefix}rl:{c.key}" for c in plan.limits]  # log_key
+        keys += [f"{prefix}rl:{c.key}" for c in plan.limits]  # the limits' sliding logs
         p = self.policy
         args: list[Any] = [
             os.urandom(8).hex(),

@@ -38,7 +38,7 @@ _DOWN: tuple[type[BaseException], ...] = (ServiceUnavailable, *REDIS_FAILURES)
 _DOWN_OR_ERROR: tuple[type[BaseException], ...] = (*_DOWN, redis_lib.RedisError)
 
 
-def unavailable() -> ServiceUnavailable:
+def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("The rate limiter is unavailable; retry shortly.", retry_after=1)
 
 
@@ -72,21 +72,40 @@ class LimitStore:
             # but the request is still served from the per-process store.
             logger.exception("rate limiter: Redis script error")
         if self.fail_closed:
-            raise unavailable()
+            raise _unavailable()
         outcome = self.memory.evaluate(plan)
         outcome.fallback = True
         return outcome
 
-    def call(self, method: str, *args: Any, strict: bool = False, **kwargs: Any) -> Any:
-        """A ban operation (``set_ban``, ``delete_ban``, ``ban_remaining_ms``) on Redis, or on
-        the per-process store while Redis is down (``strict`` in closed mode: 503 instead)."""
+    # -- ban operations: on Redis, or on the per-process store while Redis is down ----------
+    def set_ban(
+        self, kind: str, identifier: str, ttl_ms: int, strikes: int = 0, *, only_if_absent: bool = False
+    ) -> None:
+        args = (kind, identifier, ttl_ms, strikes)
+        self._ban_op(RedisStore.set_ban, MemoryStore.set_ban, *args, only_if_absent=only_if_absent)
+
+    def delete_ban(self, kind: str, identifier: str) -> bool:
+        return self._ban_op(RedisStore.delete_ban, MemoryStore.delete_ban, kind, identifier)
+
+    def ban_remaining_ms(self, kind: str, identifier: str) -> int | None:
+        """Closed mode while Redis is down: 503 (a ban cannot be ruled out)."""
+        return self._ban_op(RedisStore.ban_remaining_ms, MemoryStore.ban_remaining_ms, kind, identifier, strict=True)
+
+    def _ban_op(
+        self,
+        on_redis: Callable[..., T],
+        on_memory: Callable[..., T],
+        *args: Any,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> T:
         if self.redis is not None:
             try:
-                return self._on_redis(getattr(self.redis, method), *args, **kwargs)
+                return self._on_redis(on_redis, self.redis, *args, **kwargs)
             except _DOWN_OR_ERROR:
                 if strict and self.fail_closed:
-                    raise unavailable() from None
-        return getattr(self.memory, method)(*args, **kwargs)
+                    raise _unavailable() from None
+        return on_memory(self.memory, *args, **kwargs)
 
     def probe(self) -> None:
         """Ping Redis if the circuit is open and a probe is due (the background prober): its
