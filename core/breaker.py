@@ -138,12 +138,12 @@ class CircuitBreaker:
         caller whose one timeout is its whole budget: the limiter's 100 ms call)."""
         with self._lock:
             self._probe_in_flight = False
-            self._consecutive = max(self._consecutive + 1, self.threshold if conclusive else 0)
+            self._consecutive += 1
             self._last_failure_at = self._clock()
             if exc is not None:
                 self._last_error = type(exc).__name__
-            old = self._state
-            if old == CLOSED and self._consecutive < self.threshold:
+            old, count = self._state, self._consecutive
+            if old == CLOSED and count < self.threshold and not conclusive:
                 return
             self._state = OPEN
             if old == CLOSED:
@@ -153,7 +153,7 @@ class CircuitBreaker:
             logger.warning(
                 "circuit %s opened after %d consecutive failures (%s); failing fast, probing every %.1fs",
                 self.name,
-                self.threshold,
+                count,
                 self._last_error,
                 self.probe_interval,
             )

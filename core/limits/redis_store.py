@@ -137,6 +137,10 @@ class RedisStore:
             raise
         except BaseException:
             conn.disconnect()
+            # Its idle siblings are likely dead too (Redis restarted): drop them, so that the
+            # breaker's next probe runs on a fresh connection and Redis is used again as soon
+            # as it answers.
+            self._drop_idle()
             raise
         self._release(conn)
         return reply
@@ -148,11 +152,18 @@ class RedisStore:
         else:
             conn.disconnect()
 
+    def _drop_idle(self) -> None:
+        free = self._free
+        while free:
+            try:
+                conn = free.pop()
+            except IndexError:  # another thread took the last one
+                break
+            conn.disconnect()
+
     def close(self) -> None:
         """Close the store's own connections (the client belongs to the Redis manager)."""
-        free, self._free = self._free, []
-        for conn in free:
-            conn.disconnect()
+        self._drop_idle()
 
     # -- bans -------------------------------------------------------------------------------
     def set_ban(

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+OPEN = "open"  # CircuitBreaker.state while it refuses calls and no probe is in flight
+
 # "Redis is not answering" (an error reply — WRONGTYPE, a script bug — is an answer).
 REDIS_FAILURES: tuple[type[BaseException], ...] = (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError)
 # ... or the circuit refuses the call (``CircuitOpen``, a ServiceUnavailable: core.limits and
@@ -117,7 +119,11 @@ class LimitStore:
                 pass  # still down, or another caller took the probe: the breaker knows
 
     def _on_redis(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn`` through the breaker; a failure opens the circuit at once."""
+        """``fn`` through the breaker; a failure opens the circuit at once.
+
+        An answer is not reported while the circuit is open with no probe in flight: it came
+        before another call's failure opened it (a thread preempted between its reply and the
+        report), and closing the circuit then would flap it; the probe decides."""
         breaker = self.breaker
         breaker.check()
         try:
@@ -126,9 +132,11 @@ class LimitStore:
             breaker.failure(exc, conclusive=True)
             raise
         except BaseException:
-            breaker.success()  # Redis answered (with an error of another kind): it is up
+            if breaker.state != OPEN:
+                breaker.success()  # Redis answered (with an error of another kind): it is up
             raise
-        breaker.success()
+        if breaker.state != OPEN:
+            breaker.success()
         return result
 
     def health(self) -> dict[str, Any]:
