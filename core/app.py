@@ -12,6 +12,7 @@ from config import load_settings
 from core import http
 from core.app_manager import AppManager
 from core.cli import register_cli
+from core.http import limits as http_limits
 from core.http import metrics
 from core.logs import configure_logging
 
@@ -62,6 +63,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
         for source in vault_sources:  # not adopted by a VaultManager yet
             source.close()
         raise
+    http_limits.install(app, am.limiter)  # the limiter's steps, before the metrics' one
     metrics.install(app)
     try:
         register_cli(app)

@@ -145,15 +145,17 @@ class CircuitBreaker:
             logger.warning("circuit %s closed: dependency answers again", self.name)
             self._notify(old, CLOSED)
 
-    def failure(self, exc: BaseException | None = None) -> None:
+    def failure(self, exc: BaseException | None = None, *, conclusive: bool = False) -> None:
+        """Count a failure. ``conclusive``: open the circuit now, whatever the threshold (a
+        caller whose one timeout is its whole budget: the limiter's 100 ms call)."""
         with self._lock:
             self._probe_in_flight = False
             self._consecutive += 1
             self._last_failure_at = self._clock()
             if exc is not None:
                 self._last_error = type(exc).__name__
-            old = self._state
-            if old == CLOSED and self._consecutive < self.threshold:
+            old, count = self._state, self._consecutive
+            if old == CLOSED and count < self.threshold and not conclusive:
                 return
             self._state = OPEN
             if old == CLOSED:
@@ -162,7 +164,7 @@ class CircuitBreaker:
             logger.warning(
                 "circuit %s opened after %d consecutive failures (%s); failing fast, probing every %.1fs",
                 self.name,
-                self.threshold,
+                count,
                 self._last_error,
                 self.probe_interval,
             )

@@ -22,7 +22,7 @@ from flask.ctx import _AppCtxGlobals
 from core.auth.identity import Principal, Requirement
 from core.auth.policy import authorize
 from core.errors import HTTPError, Unauthorized
-from core.http import auth
+from core.http import auth, limits
 from core.http.client import request_ip
 from core.http.state import get_state
 from core.module import ActionContext
@@ -54,7 +54,9 @@ def check(requirement: Requirement) -> ActionContext:
             auth_error = exc
     authz_error = authorize(principal, requirement) if auth_error is None else None
     keys = auth.revocation_keys(principal, am) if principal is not None and limiter.using_redis else None
-    outcome, _plan = limiter.check_request(
+    outcome = limits.check_request(
+        limiter,
+        ctx_g,
         ip,
         principal,
         requirement,

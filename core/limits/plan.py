@@ -8,6 +8,7 @@ evaluate a plan with the same algorithm and answer an :class:`Outcome`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from core.limits.parse import Tier
@@ -80,3 +81,8 @@ class Outcome:
     @property
     def admitted(self) -> bool:
         return self.status == ADMITTED
+
+
+def to_seconds(ms: int) -> int:
+    """Whole seconds for ``Retry-After`` and the rate-limit headers: rounded up, at least 1."""
+    return max(1, math.ceil(ms / 1000))

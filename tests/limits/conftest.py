@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from flask import jsonify
+from prometheus_client import REGISTRY
 
 PASSWORD = "correct horse battery"
 
@@ -59,3 +60,14 @@ def api_key(app: Any, name: str = "k") -> str:
 
 def from_ip(ip: str) -> dict[str, Any]:
     return {"environ_base": {"REMOTE_ADDR": ip}}
+
+
+def counts(name: str) -> dict[str, float]:
+    """The samples of the Prometheus counter ``name`` by label value(s) — exact: an autouse
+    fixture zeroes Keel's metrics before every test."""
+    return {
+        "/".join(sample.labels.values()): sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name
+    }

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from tests.limits.conftest import from_ip, user_token
+from tests.limits.conftest import counts, from_ip, user_token
 
 ADMIN_IP = from_ip("192.0.2.200")
 
@@ -36,7 +36,7 @@ def test_auto_ban_timing_and_escalation(limits_app: Any, redis_config: dict[str,
     assert client.get("/actions/t_public").headers["Retry-After"] == "4"
     bans = app.extensions["keel"].limiter.list_bans()
     assert [(b["kind"], b["identifier"], b["strikes"]) for b in bans] == [("ip", "127.0.0.1", 2)]
-    assert app.extensions["keel"].limiter.metrics()["bans"] == {"ip": 2}
+    assert counts("keel_bans_total") == {"ip": 2}
 
 
 def test_ban_fires_the_hook_and_the_audit_log(limits_app: Any, redis_config: dict[str, Any], caplog: Any) -> None:

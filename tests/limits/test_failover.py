@@ -126,3 +126,46 @@ def test_hung_redis_costs_at_most_the_socket_timeout(limits_app: Any, redis_serv
     finally:
         server.proc.send_signal(signal.SIGCONT)
     wait_for(lambda: client.get("/actions/t_public").status_code == 200 and limiter.using_redis, 2.5)
+
+
+def test_an_idle_process_gets_back_on_redis(limits_app: Any, redis_server_factory: Any) -> None:
+    """No request and no /health call needed: the limiter's prober closes the circuit. The
+    limiter uses the Redis manager's client settings and its breaker (one path to Redis)."""
+    server = redis_server_factory()
+    app = limits_app(REDIS_URL=server.url, **NO_BANS)
+    am = app.extensions["keel"]
+    assert am.limiter.store.redis.client is am.redis.client
+    assert am.limiter.store.breaker is am.redis.breaker
+    client = app.test_client()
+    server.stop()
+    assert client.get("/actions/t_public").status_code == 200  # the per-process store answers
+    assert not am.limiter.using_redis and am.limiter.health()["status"] == "degraded"
+    server.start()
+    wait_for(lambda: am.limiter.using_redis, 2.5)
+    assert am.limiter.health()["status"] == "healthy"
+
+
+def test_health_reports_without_probing(limits_app: Any, redis_server_factory: Any, monkeypatch: Any) -> None:
+    server = redis_server_factory()
+    app = limits_app(REDIS_URL=server.url, **NO_BANS)
+    am = app.extensions["keel"]
+    server.stop()
+    assert app.test_client().get("/actions/t_public").status_code == 200
+    breaker = am.redis.breaker
+    callers: list[tuple[str, threading.Thread]] = []
+
+    def spy(name: str) -> Any:
+        original = getattr(breaker, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            callers.append((name, threading.current_thread()))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("allow", "check", "success", "failure"):
+        monkeypatch.setattr(breaker, name, spy(name))
+    time.sleep(breaker.probe_interval + 0.1)  # a probe is due (or the prober took it)
+    for _ in range(3):
+        assert am.limiter.health()["status"] == "degraded"
+    assert [name for name, thread in callers if thread is threading.current_thread()] == []
