@@ -34,7 +34,7 @@ lint: $(BIN)/.dev-installed
 	$(BIN)/ruff check core config modules tests bench app.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/vulture core config modules app.py vulture_whitelist.py --min-confidence 60
+	$(BIN)/vulture
 	$(BIN)/hadolint Dockerfile
 
 $(BIN)/.bench-installed: $(BIN)/.dev-installed bench/requirements.txt

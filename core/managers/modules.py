@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STARTED, FAILED, SKIPPED, DISABLED = "started", "failed", "skipped", "disabled"
+STARTED, FAILED, SKIPPED = "started", "failed", "skipped"
 # A package that cannot be imported cannot say `required = True`; its source still can.
 _REQUIRED_RE = re.compile(r"^\s+required\s*(:\s*bool\s*)?=\s*True\b", re.MULTILINE)
 
