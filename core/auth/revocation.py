@@ -213,7 +213,7 @@ class Revocation:
             # while it was down: the database decides, and Redis is filled again.
             self._check_db(claims)
             if values is not None:
-                self.resync()
+                self.resync(full=values[3] is None)
             return
         if values[0] is not None or values[1] is not None:
             raise Unauthorized()
@@ -265,9 +265,12 @@ class Revocation:
         )
         return sa.select(u.c.token_version, u.c.active, denied.label("denied")).where(u.c.id == int(claims["sub"]))
 
-    def resync(self) -> None:
-        """Copy the database's live deny-list and every user's state into Redis, then mark it
-        synced."""
+    def resync(self, *, full: bool = True) -> None:
+        """Copy the database's live deny-list and the users' states into Redis, then mark it
+        synced. ``full``: Redis lost its copy (or never had one) — every user's state is
+        written and every state key found by a scan is checked; otherwise the states are
+        copied only if the ``users`` table changed since the last copy (as
+        :meth:`sync_users`)."""
         client = self.redis.client
         if client is None or not self._resync_lock.acquire(blocking=False):
             return
@@ -280,7 +283,7 @@ class Revocation:
             for row in rows:
                 pipe.set(self._key("deny", row.kind, row.value), "1", ex=max(1, int(row.expires_at - now) + 1))
             self.redis.breaker.call(pipe.execute)
-            count = self._sync_users(client, force=True)
+            count = self._sync_users(client, force=full)
             self.redis.breaker.call(client.set, self._synced_key, str(int(now)))
             self._resync_needed = False
             logger.info("token deny-list copied to Redis (%d entries, %d users)", len(rows), count)
@@ -342,7 +345,8 @@ class Revocation:
     def _sync_users(self, client: redis_lib.Redis, *, force: bool) -> int:
         """Write every user's state, and DELETED for every id Redis holds a state for that
         the table no longer has; skipped (unless ``force``) when neither the table's
-        fingerprint nor Keel's own writes changed since the last copy. The number of users."""
+        fingerprint nor Keel's own writes changed since the last copy. ``force`` also scans
+        for state keys written before the set of ids existed. The number of users written."""
         # Read Redis before the table: an id added to the set after this read was created
         # after it, so it cannot be taken for a deleted one.
         pipe = client.pipeline(transaction=False)

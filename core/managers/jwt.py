@@ -162,10 +162,6 @@ class JWTManager(Manager):
         :meth:`revocation_keys` by the caller (``None``: read them here)."""
         self.revocation.check_token(principal.claims, values)
 
-    def resync_redis(self) -> None:
-        """Copy the database's live deny-list and token versions into Redis."""
-        self.revocation.resync()
-
     def revoke_token(self, claims: dict[str, Any], reason: str = "logout") -> None:
         """Deny one token (by ``jti``) for the rest of its lifetime."""
         user_id = int(claims["sub"])
