@@ -12,10 +12,11 @@
   "version 0": the database decides and Redis learns its answer.
 - The states follow the ``users`` table: Keel's own changes are written at once (the user
   store's watchers, :meth:`Revocation.user_changed`), and :meth:`Revocation.sync_users`
-  (every ``USERS_SYNC_INTERVAL`` s, by one worker at a time) compares a fingerprint of the
-  table with the one Redis was last synced from and copies the table again when they differ —
-  so a row deleted or disabled by hand (an operator's ``DELETE``) is refused within that
-  interval, as the database path sees it within ``DB_CHECK_CACHE_TTL``. States are written
+  (every ``USERS_SYNC_INTERVAL`` s — longer when the table is so big that a sync takes over
+  1/``SYNC_DUTY`` of that —, by one worker at a time) compares a fingerprint of the table
+  with the one Redis was last synced from and copies the table again when they differ — so a
+  row deleted or disabled by hand (an operator's ``DELETE``) is refused within that interval,
+  as the database path sees it within ``DB_CHECK_CACHE_TTL``. States are written
   only when at least as new as the one held (``_SET_STATES``), so a stale copy never undoes a
   revocation.
 - A revoked API key is marked ``auth:deny:key:<id>`` (its record in ``api_keys`` is the
@@ -61,6 +62,7 @@ DB_CHECK_CACHE_TTL = 0.5
 DB_CHECK_CACHE_SIZE = 4096
 API_KEY_MARK_TTL = 3600  # longer than any API_KEY_CACHE_TTL: every worker's cached copy is gone by then
 USERS_SYNC_INTERVAL = 2.0
+SYNC_DUTY = 20  # a sync waits at least 20 times as long as the last one took
 DELETED = -(2**53)  # a deleted user's state: "newer" than any version, matched by no token
 _STATES_PER_CALL = 500
 # Redis not answering: its own errors, socket errors, or a 503 (the breaker failing fast; in
@@ -137,6 +139,7 @@ class Revocation:
         self._resync_needed = True
         self._resync_lock = threading.Lock()
         self._sync_failing = False
+        self.sync_interval = USERS_SYNC_INTERVAL
         self._db_checked: dict[str, float] = {}
         client = redis.client
         self._set_states = client.register_script(_SET_STATES) if client is not None else None
@@ -326,14 +329,16 @@ class Revocation:
 
     def sync_users(self) -> None:
         """Copy every user's state to Redis if the ``users`` table changed since the last copy
-        (run every ``USERS_SYNC_INTERVAL`` s; a lease lets one worker at a time do it)."""
+        (run every :attr:`sync_interval` s; a lease lets one worker at a time do it)."""
         client = self.redis.client
         if client is None:
             return
         try:
-            lease_ms = int(USERS_SYNC_INTERVAL * 1000)
+            lease_ms = int(self.sync_interval * 1000)
             if self.redis.breaker.call(client.set, self._users_lease_key, "1", nx=True, px=lease_ms):
+                started = time.monotonic()
                 self._sync_users(client, force=False)
+                self.sync_interval = max(USERS_SYNC_INTERVAL, SYNC_DUTY * (time.monotonic() - started))
             if self._sync_failing:
                 logger.info("users' states in Redis are synced again")
             self._sync_failing = False

@@ -88,14 +88,13 @@ def add_username_key_ddl(table: sa.Table, dialect: sa.Dialect) -> str:
 
 
 def by_username_query(table: sa.Table, username: str) -> sa.Select[Any]:
-    """The row whose ``username_key`` is ``username``'s, an exact display-form match first."""
+    """The row whose ``username_key`` is ``username``'s, an exact display-form match first. A
+    name that normalises to no valid username is matched exactly only (so ``~<id>``, the key
+    of a legacy duplicate, is no name of it)."""
     exact = table.c.username == username
-    return (
-        sa.select(table)
-        .where(sa.or_(table.c.username_key == username_key(username), exact))
-        .order_by(sa.case((exact, 0), else_=1))
-        .limit(1)
-    )
+    key = username_key(username)
+    where = sa.or_(table.c.username_key == key, exact) if USERNAME_RE.fullmatch(key) else exact
+    return sa.select(table).where(where).order_by(sa.case((exact, 0), else_=1)).limit(1)
 
 
 def fingerprint_query(table: sa.Table) -> sa.Select[Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from flask import Flask
 
 from core.auth.families import RefreshFamilies
-from core.auth.revocation import USERS_SYNC_INTERVAL, Revocation
+from core.auth.revocation import Revocation
 from core.auth.tokens import Tokens
 from core.auth.users import UserStore
 from core.errors import NotFound, ServiceUnavailable, Unauthorized
@@ -77,7 +77,7 @@ class JWTManager(Manager):
             self._sync_thread.start()
 
     def _sync_users(self) -> None:
-        while not self._stop.wait(USERS_SYNC_INTERVAL):
+        while not self._stop.wait(self.revocation.sync_interval):
             try:
                 self.revocation.sync_users()
             except Exception:

@@ -382,6 +382,7 @@ def test_item_07_an_older_database_gets_the_username_key_at_start(
     ):
         token = login(client, typed, password)["access_token"]
         assert client.get("/auth/me", headers=bearer(token)).get_json()["user"]["username"] == shown
+    assert client.post("/auth/login", json={"username": keys["ALICE"], "password": "ALICE-password"}).status_code == 401
     assert _register(client, "Bob").status_code == 409
     assert _register(client, "aLiCe").status_code == 409
     assert _register(client, "carol").status_code == 201
