@@ -13,10 +13,12 @@ it in the same statement. Every committed change is told to the store's watchers
 (:meth:`UserStore.watch`: the deny-list's Redis copy, the API key cache), whoever made it.
 
 Usernames are unique after Unicode normalisation and case folding (SPEC §6): ``username``
-keeps the display form as registered, ``username_key`` (:func:`username_key`, NFKC of the
-case-folded NFKC form) carries a unique index and is what lookups use, so ``alice``,
-``ALICE`` and ``ａｌｉｃｅ`` are one account and login accepts any of them. A database created
-before the column existed gets it at start (:meth:`UserStore.ensure_schema`).
+keeps the display form as registered (``USERNAME_RE``, the pattern the register route
+documents: ``Alice`` stays ``Alice``), ``username_key`` (:func:`username_key`, NFKC of the
+case-folded NFKC form) carries a unique index and is what lookups use, so ``alice`` and
+``ALICE`` are one account and login accepts ``ALICE``, ``Alice`` or the fullwidth
+``ａｌｉｃｅ``. A database created before the column existed gets it at start
+(:meth:`UserStore.ensure_schema`).
 
 User ids are never reused (``AUTOINCREMENT`` on SQLite; identities elsewhere): a token or an
 API key of a deleted user must never become another user's.
@@ -171,13 +173,9 @@ def check_password(password: Any) -> list[dict[str, str]]:
 
 
 def check_username(username: Any) -> list[dict[str, str]]:
-    """3 to 64 characters whose NFKC form is letters, digits, ``_.-`` (the display form may be
-    a compatibility form of those, ``ａｌｉｃｅ`` say; it is kept as given)."""
-    if (
-        not isinstance(username, str)
-        or len(username) > USERNAME_MAX
-        or not USERNAME_RE.fullmatch(unicodedata.normalize("NFKC", username))
-    ):
+    """The display form: 3 to 64 letters, digits, ``_.-``; uniqueness is decided on its
+    :func:`username_key`, so ``ALICE`` is refused (409) once ``alice`` exists."""
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         return [
             {
                 "param": "username",
