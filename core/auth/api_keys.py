@@ -5,6 +5,12 @@
   returned once, at creation.
 - A key's record is cached in-process for ``API_KEY_CACHE_TTL`` seconds (a lookup is not a
   database read per request; the secret is still checked on every request).
+- A key acts for its owner: a key whose owner is disabled or deleted is refused. The record
+  carries the owner's token version; with Redis, the owner's state (``auth:ver:<owner id>``,
+  read with the key's revocation mark) refuses the key at once when the owner is disabled or
+  deleted and reloads the record when the owner changed (:meth:`ApiKeyStore.reload`);
+  without Redis, this process's own changes of a user drop that owner's cached records
+  (:meth:`ApiKeyStore.forget_owner`) and another process's are seen within the cache TTL.
 - Last-used times are kept in memory and written at most every ``LAST_USED_FLUSH`` seconds
   per process, by the request that finds them due (and at shutdown): no database write per
   request and no thread.
@@ -55,6 +61,7 @@ class ApiKeyRecord:
     last_used_at: float | None
     revoked_at: float | None
     owner_active: bool
+    owner_version: int | None  # the owner's token version; None without an owner or once it is deleted
 
     def public(self) -> dict[str, Any]:
         """What the API and CLI show (never the key or its hash)."""
@@ -140,7 +147,7 @@ class ApiKeyStore:
     def _load(self, key_id: str) -> ApiKeyRecord | None:
         t, users = self.table, self._users
         query = (
-            sa.select(t, users.c.active.label("owner_active"))
+            sa.select(t, users.c.active.label("owner_active"), users.c.token_version.label("owner_version"))
             .select_from(t.outerjoin(users, users.c.id == t.c.owner_id))
             .where(t.c.id == key_id)
         )
@@ -158,6 +165,7 @@ class ApiKeyStore:
             last_used_at=row.last_used_at,
             revoked_at=row.revoked_at,
             owner_active=row.owner_id is None or bool(row.owner_active),
+            owner_version=None if row.owner_version is None else int(row.owner_version),
         )
 
     def _cached(self, key_id: str) -> ApiKeyRecord | None:
@@ -177,6 +185,17 @@ class ApiKeyStore:
     def invalidate(self, key_id: str) -> None:
         with self._lock:
             self._cache.pop(key_id, None)
+
+    def forget_owner(self, owner_id: int) -> None:
+        """Drop the cached records of ``owner_id``'s keys (the owner changed in this process)."""
+        with self._lock:
+            for key_id in [k for k, (_t, r) in self._cache.items() if r is not None and r.owner_id == owner_id]:
+                del self._cache[key_id]
+
+    def reload(self, key_id: str) -> ApiKeyRecord | None:
+        """The key's record read again from the database (and cached)."""
+        self.invalidate(key_id)
+        return self._cached(key_id)
 
     def get(self, key_id: Any) -> ApiKeyRecord | None:
         if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
@@ -210,7 +229,7 @@ class ApiKeyStore:
             id=record.id,
             name=record.name,
             scopes=record.scopes,
-            claims={"owner_id": record.owner_id},
+            claims={"owner_id": record.owner_id, "owner_ver": record.owner_version},
         )
 
     def _touch(self, key_id: str, now: float) -> None:
@@ -263,6 +282,24 @@ class ApiKeyStore:
         record = self._load(key_id)
         assert record is not None
         return f"keel_{key_id}_{secret}", record
+
+    def revoke_owned(self, owner_id: int) -> tuple[str, ...]:
+        """Revoke and disown every key recorded for ``owner_id``; the ids of those that were
+        live. Called when a user is created: a key already recorded for a new user's id
+        belonged to a deleted user whose id was reused (a SQLite table created before ids were
+        made unique forever) and must neither act for nor be listed to the new user."""
+        t = self.table
+        query = sa.select(t.c.id, t.c.revoked_at).where(t.c.owner_id == owner_id)
+        rows = self.db.read(lambda conn: conn.execute(query).all())
+        if not rows:
+            return ()
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute(sa.update(t).where(t.c.owner_id == owner_id, t.c.revoked_at.is_(None)).values(revoked_at=now))
+            conn.execute(sa.update(t).where(t.c.owner_id == owner_id).values(owner_id=None))
+        for row in rows:
+            self.invalidate(row.id)
+        return tuple(row.id for row in rows if row.revoked_at is None)
 
     def revoke(self, key_id: str) -> None:
         """Mark the key revoked in the database and drop it from this process's cache."""

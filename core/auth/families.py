@@ -72,6 +72,12 @@ class RefreshFamilies:
         row = self.db.read(lambda conn: conn.execute(sa.select(f.c.revoked_at).where(f.c.fam == fam)).first())
         return row is not None and row.revoked_at is None
 
+    def live_of(self, user_id: int) -> list[str]:
+        """The families of ``user_id`` that are not revoked."""
+        f = self.table
+        query = sa.select(f.c.fam).where(f.c.user_id == user_id, f.c.revoked_at.is_(None))
+        return list(self.db.read(lambda conn: conn.execute(query).scalars().all()))
+
     def revoke(self, fam: str) -> None:
         f = self.table
         with self.db.transaction() as conn:

@@ -2,19 +2,23 @@
 
 The facade a reader finds first; the key store (hashing with ``API_KEY_PEPPER``, the record
 cache, batched last-used times) is :mod:`core.auth.api_keys`, and a revoked key's mark for the
-other workers (``auth:deny:key:<id>``, read by the request guard with its other Redis keys)
-lives in the deny-list shared with JWTs, :mod:`core.auth.revocation` (``am.jwt.revocation``).
+other workers (``auth:deny:key:<id>``) and its owner's state (``auth:ver:<owner id>``), read by
+the request guard with its other Redis keys, live in the deny-list shared with JWTs,
+:mod:`core.auth.revocation` (``am.jwt.revocation``). A key whose owner is disabled or deleted
+is refused; a user's change in this process drops that owner's cached key records at once.
 Keys are accepted from the ``X-API-Key`` header only and never logged.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Flask
 
 from core.auth.api_keys import ApiKeyRecord, ApiKeyStore
+from core.auth.revocation import user_state
 from core.errors import ConfigError, NotFound, Unauthorized
 from core.managers.base import Manager
 
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
     from core.app_manager import AppManager
     from core.auth.identity import Principal
+    from core.auth.users import UserChange
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
@@ -41,6 +46,7 @@ class ApiKeyManager(Manager):
                 f"API_KEY_PEPPER from {am.settings.source('API_KEY_PEPPER')}: expected at least 16 bytes of secret"
             )
         self.store = ApiKeyStore(am.db, pepper.encode(), float(am.settings["API_KEY_CACHE_TTL"]))
+        am.jwt.users.watch(self._owner_changed)
 
     def dispose(self) -> None:
         try:
@@ -59,13 +65,51 @@ class ApiKeyManager(Manager):
         return self.store.authenticate(presented)
 
     def revocation_keys(self, principal: Principal) -> list[str]:
-        return self.am.jwt.revocation.api_key_keys(principal.id)
+        """The Redis keys deciding whether ``principal``'s key is refused (for the limiter's
+        single round trip), in the order :meth:`check_revocation` expects their values."""
+        return self.am.jwt.revocation.api_key_keys(principal.id, principal.claims["owner_id"])
 
     def check_revocation(self, principal: Principal, values: list[Any] | None = None) -> None:
-        """A key revoked by another worker within the cache TTL: the Redis mark says so."""
-        if self.am.jwt.revocation.api_key_revoked(principal.id, values):
+        """Raise :class:`Unauthorized` if the key was revoked by another worker within the
+        cache TTL (its Redis mark) or its owner is disabled or deleted (the owner's state);
+        ``values`` were read for :meth:`revocation_keys` (``None``: read them here). Without
+        Redis the cached record decides (``API_KEY_CACHE_TTL``)."""
+        revocation = self.am.jwt.revocation
+        if values is None:
+            values = revocation.read(self.revocation_keys(principal))
+        if values is None:
+            return
+        if values[0] is not None:
             self.store.invalidate(principal.id)
             raise Unauthorized()
+        if len(values) < 2:
+            return  # a key without an owner
+        state = values[1]
+        if state is not None and int(state) == principal.claims["owner_ver"]:
+            return  # the owner as the record was cached with
+        if state is not None and int(state) < 0:
+            self.store.invalidate(principal.id)
+            raise Unauthorized()  # the owner is disabled or deleted
+        # The owner changed since the record was cached, or Redis holds no state for them:
+        # the database decides (and Redis learns the owner's state).
+        record = self.store.reload(principal.id)
+        if state is None and record is not None and record.owner_id is not None:
+            owner = record.owner_version
+            revocation.learn_user(record.owner_id, None if owner is None else user_state(owner, record.owner_active))
+        if record is None or not record.usable(time.time()):
+            raise Unauthorized()
+
+    def _owner_changed(self, change: UserChange) -> None:
+        """A user changed in this process: forget their cached key records; a new user's id
+        with keys already recorded was reused — those keys were the deleted user's."""
+        self.store.forget_owner(change.user_id)
+        if change.created:
+            for key_id in self.store.revoke_owned(change.user_id):
+                self.am.jwt.revocation.deny_api_key(key_id)
+                audit.warning(
+                    "api key of a deleted user revoked: its id was reused",
+                    extra={"api_key_id": key_id, "user_id": change.user_id},
+                )
 
     def invalidate(self, key_id: str) -> None:
         """Forget this process's cached record of the key."""

@@ -9,8 +9,11 @@ The facade a reader finds first; the concepts live in :mod:`core.auth`:
 - :mod:`core.auth.revocation` — the deny-list in the database and Redis (shared with API
   keys): :meth:`revocation_keys` names the Redis keys the rate limiter reads in its single
   round trip, :meth:`check_revocation` decides from their values; Redis down → the database
-  answers; both down → 503;
-- :mod:`core.auth.users` — the user store (``am.jwt.users``, also the ``users`` service).
+  answers; both down → 503. A disabled or deleted user's tokens are refused on every path:
+  Redis holds every user's state, kept in step with the ``users`` table by the store's
+  watcher and, for rows changed by hand, by a background sync (``start()``);
+- :mod:`core.auth.users` — the user store (``am.jwt.users``, also the ``users`` service);
+  ``start()`` gives a table created before usernames had a normalised key its column.
 
 Every revocation is written to the ``keel.audit`` log and fires the ``tokens_revoked`` hook.
 """
@@ -18,6 +21,7 @@ Every revocation is written to the ``keel.audit`` log and fires the ``tokens_rev
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,7 +31,7 @@ from core.auth.families import RefreshFamilies
 from core.auth.revocation import Revocation
 from core.auth.tokens import Tokens
 from core.auth.users import UserStore
-from core.errors import NotFound, Unauthorized
+from core.errors import NotFound, ServiceUnavailable, Unauthorized
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
@@ -36,8 +40,9 @@ if TYPE_CHECKING:
     from core.app_manager import AppManager
     from core.auth.identity import Principal
     from core.auth.keys import KeySet
-    from core.auth.users import User
+    from core.auth.users import User, UserChange
 
+logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
 
 
@@ -51,9 +56,40 @@ class JWTManager(Manager):
         self.tokens = Tokens.from_settings(am.settings)
         self.users = UserStore(am.db, am.settings["APP_ENV"])
         self.refresh_families = RefreshFamilies(am.db)
-        self.revocation = Revocation(am.db, am.redis, self.users)
+        lifetime = self.tokens.max_ttl + self.tokens.leeway
+        self.revocation = Revocation(am.db, am.redis, self.users, lifetime)
+        self.users.watch(self._user_changed)
         if "users" not in am.services:
             am.services.register("users", self.users)
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Give an older ``users`` table its username key; with Redis, start the background
+        sync of users' states (rows changed by hand)."""
+        try:
+            self.users.ensure_schema()
+        except ServiceUnavailable as exc:
+            logger.error("database unavailable at start (%s); the users table is checked at its first use", exc)
+        if self.am.redis.client is not None and self._sync_thread is None:
+            self._stop.clear()
+            self._sync_thread = threading.Thread(target=self._sync_users, name="keel-auth-users-sync", daemon=True)
+            self._sync_thread.start()
+
+    def _sync_users(self) -> None:
+        while not self._stop.wait(self.revocation.sync_interval):
+            try:
+                self.revocation.sync_users()
+            except Exception:
+                # An unexpected error must not end the sync for the life of the process: the
+                # next round retries, and Redis or the database being down is handled inside.
+                logger.exception("syncing users' states to Redis failed")
+
+    def dispose(self) -> None:
+        self._stop.set()
+        thread, self._sync_thread = self._sync_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
     def health(self) -> dict[str, Any]:
         return {"status": "healthy", "algorithm": self.algorithm, "kid": self.keys.signing_kid}
@@ -126,10 +162,6 @@ class JWTManager(Manager):
         :meth:`revocation_keys` by the caller (``None``: read them here)."""
         self.revocation.check_token(principal.claims, values)
 
-    def resync_redis(self) -> None:
-        """Copy the database's live deny-list and token versions into Redis."""
-        self.revocation.resync()
-
     def revoke_token(self, claims: dict[str, Any], reason: str = "logout") -> None:
         """Deny one token (by ``jti``) for the rest of its lifetime."""
         user_id = int(claims["sub"])
@@ -167,8 +199,15 @@ class JWTManager(Manager):
         """Change roles; tokens carrying the old roles are revoked."""
         return self._revoked_all(user_id, self.users.set_roles(user_id, roles), actor=actor, reason="roles_changed")
 
+    def _user_changed(self, change: UserChange) -> None:
+        """The user store's watcher: Redis gets the user's new state; a new user whose id has
+        refresh families already was given a deleted user's id — those families are revoked."""
+        self.revocation.user_changed(change)
+        if change.created:
+            for fam in self.refresh_families.live_of(change.user_id):
+                self.revoke_family(fam, user_id=change.user_id, reason="user_id_reused")
+
     def _revoked_all(self, user_id: int, version: int, *, actor: str | None, reason: str) -> dict[str, Any]:
-        self.revocation.version_changed(user_id, version)
         audit.info("all tokens of a user revoked", extra={"user_id": user_id, "reason": reason, "actor": actor})
         self.am.hooks.trigger("tokens_revoked", user_id=user_id, family=None, reason=reason, actor=actor)
         return {"user_id": user_id, "token_version": version, "revoked": True}

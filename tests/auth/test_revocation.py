@@ -157,3 +157,40 @@ def test_a_revoked_token_on_a_public_endpoint_is_served_as_anonymous(
     again = client.post("/auth/login", json={"username": "carol", "password": PASSWORD},
                         headers=bearer(tokens["access_token"]))
     assert again.status_code == 200
+
+
+def test_redis_filled_by_an_older_keel_is_resynced_with_every_users_state(
+    auth_app: Any, base_config: Any, redis_config: Any, redis_url: str, redis_prefix: str
+) -> None:
+    """An older Keel marked Redis synced but kept no state for version-0 users, and a deleted
+    user's version stayed behind: the first request of the new version copies the table again
+    and finds the stray state by a scan, so the deleted user stays refused."""
+    import redis
+    import sqlalchemy as sa
+
+    shared = {"JWT_SECRET_KEY": "k" * 48, "API_KEY_PEPPER": "p" * 48, **redis_config}
+    old = auth_app(**shared)
+    client = old.test_client()
+    gone = create_user(old, "dora")
+    kept = create_user(old, "eve")
+    assert client.post("/auth/logout-all", headers=bearer(login(client, "dora")["access_token"])).status_code == 200
+    gone_pair, kept_pair = login(client, "dora"), login(client, "eve")  # dora's tokens carry ver 1
+    server = redis.Redis.from_url(redis_url)
+    try:
+        # What an older Keel left: "synced", and a version only for the bumped user.
+        server.delete(*(k for k in server.scan_iter(match=f"{redis_prefix}auth:*") if b":deny:" not in k))
+        server.set(f"{redis_prefix}auth:synced", "1")
+        server.set(f"{redis_prefix}auth:ver:{gone.id}", "1")
+        engine = sa.create_engine(base_config["DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": gone.id})
+        engine.dispose()
+
+        new = auth_app(**shared).test_client()  # a worker of the new version starts
+        for _ in range(3):  # the first request asks the database; the next ones Redis
+            assert_unauthorized(new.get("/probe/any", headers=bearer(gone_pair["access_token"])))
+            assert new.get("/probe/any", headers=bearer(kept_pair["access_token"])).status_code == 200
+        assert int(server.get(f"{redis_prefix}auth:ver:{gone.id}") or 0) < 0
+        assert server.get(f"{redis_prefix}auth:ver:{kept.id}") == b"0"
+    finally:
+        server.close()
