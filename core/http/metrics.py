@@ -30,7 +30,7 @@ def metrics() -> Response:
         body = generate_latest(registry)
     else:
         body = generate_latest()
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)  # it names its charset already
 
 
 def _count_ban(**data: Any) -> None:

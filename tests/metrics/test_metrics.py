@@ -24,6 +24,7 @@ def test_metrics_is_prometheus_text_and_counts_requests(client: Any) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
+    assert response.headers["Content-Type"].count("charset") == 1  # not "charset=utf-8" twice
     text = response.get_data(as_text=True)
     assert _sample(text, "keel_requests_total", action="keel_health.healthz", status="200") == 3
     assert _sample(text, "keel_requests_total", action="unmatched", status="404") == 1
