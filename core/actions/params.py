@@ -195,26 +195,37 @@ def _int64_number(v: Any) -> str | None:
     return None
 
 
-def _int64_bounds(schema: Mapping[str, Any]) -> list[Rule]:
-    """The signed 64-bit range of an integer, on each side where no narrower bound is declared."""
-    rules: list[Rule] = []
-    narrower_min = ("minimum" in schema and schema["minimum"] >= INT64_MIN) or (
+def _narrower(schema: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the schema declares a lower (an upper) bound inside the signed 64-bit range."""
+    low = ("minimum" in schema and schema["minimum"] >= INT64_MIN) or (
         "exclusiveMinimum" in schema and schema["exclusiveMinimum"] >= INT64_MIN - 1
     )
-    narrower_max = ("maximum" in schema and schema["maximum"] <= INT64_MAX) or (
+    high = ("maximum" in schema and schema["maximum"] <= INT64_MAX) or (
         "exclusiveMaximum" in schema and schema["exclusiveMaximum"] <= INT64_MAX + 1
     )
-    if not narrower_min:
+    return low, high
+
+
+def _int64_bounds(schema: Mapping[str, Any]) -> list[Rule]:
+    """An integer's signed 64-bit range, on each side where no narrower bound is declared."""
+    low, high = _narrower(schema)
+    rules: list[Rule] = []
+    if not low:
         rules.append(_compare(operator.lt, INT64_MIN, f"must be >= {INT64_MIN} (integers are 64-bit)"))
-    if not narrower_max:
+    if not high:
         rules.append(_compare(operator.gt, INT64_MAX, f"must be <= {INT64_MAX} (integers are 64-bit)"))
     return rules
+
+
+def _int64_numbers(schema: Mapping[str, Any]) -> list[Rule]:
+    """A number written as an integer: the same range, unless both bounds are narrower."""
+    return [] if all(_narrower(schema)) else [_int64_number]
 
 
 _TYPE_RULES: dict[str, Callable[[Mapping[str, Any]], list[Rule]]] = {
     "string": lambda _schema: [_no_nul],  # a NUL reaches no database (PostgreSQL refuses it in text)
     "integer": _int64_bounds,
-    "number": lambda _schema: [_int64_number],
+    "number": _int64_numbers,
 }
 
 
