@@ -2,9 +2,10 @@
 
 Files come from ``ACTIONS_DIR`` (``*.yaml``/``*.yml``, one level of subfolders, hidden names
 such as Kubernetes' ``..data`` skipped) and from ``modules/<name>/actions.yaml`` (module
-implied). Each file is checked on its own (:func:`~core.actions.registry.evaluate`), then
-against the others (action names are unique); a file with errors keeps serving its last good
-version.
+implied; the files of modules disabled by ``MODULES_DISABLED`` too: their actions answer 503).
+Each file is checked on its own (:func:`~core.actions.registry.evaluate`), then against the
+others (:func:`clashes`: a name defined in two files is an error in both, whatever their order,
+at start and at reload alike); a file with errors keeps serving its last good version.
 
 :class:`Reload` is one pass from the served registry to the next, in named steps (scan, settle,
 read the changed files, check them against each other, build). The caller runs it under its
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from core.actions.registry import (
     Binder,
-    CompiledAction,
     FileRecord,
     FileResult,
     Registry,
@@ -36,15 +36,12 @@ from core.actions.registry import (
     display_path,
     evaluate,
 )
-from core.actions.schema import Resolver
+from core.actions.schema import ActionSpec, Resolver
 from core.actions.yamlsafe import Problem, read_source
 
 SUFFIXES = (".yaml", ".yml")
 MODULE_FILE = "actions.yaml"
 EMPTY_GRACE_S = 1.0  # an empty file is an error only once it has stayed empty this long
-
-Taken = dict[str, tuple[FileRecord, CompiledAction]]
-"""Action names already served: name → (its file, the action)."""
 
 
 def signature(path: Path) -> tuple[int, ...] | None:
@@ -68,9 +65,9 @@ def _age(path: Path) -> float:
 
 
 def find_sources(modules: Iterable[tuple[str, Path]], actions_dir: Path) -> list[Source]:
-    """Every file that would be loaded now, in load order: modules' own files first (shipped
-    with the code; ``modules`` is ``(name, directory)`` in module order), then ``actions_dir``
-    — so at boot an admin's file that reuses a module's action name is the one rejected."""
+    """Every file that would be loaded now, in load order (the order of the files in
+    ``actions_status``; it decides nothing else): modules' own files first (``modules`` is
+    ``(name, directory)`` in module order), then ``actions_dir``."""
     out: list[Source] = []
     for name, directory in modules:
         path = directory / MODULE_FILE
@@ -112,41 +109,91 @@ def source_for(path: Path, modules: Iterable[tuple[str, Path]], actions_dir: Pat
 
 # --- checking files against each other --------------------------------------------------------
 
+Names = tuple[tuple[str, int, int], ...]
+"""Action names a file defines, each with its line and column."""
 
-def duplicates(result: FileResult, taken: Taken) -> list[Problem]:
-    """A problem for each action of ``result`` whose name another file already serves."""
-    out = []
-    for spec in result.specs:
-        if spec.name in taken:
-            record, other = taken[spec.name]
-            out.append(
-                Problem(
-                    spec.line,
-                    spec.col,
-                    f"actions.{spec.name}",
-                    f"action {spec.name!r} is already defined in "
-                    f"{record.display}:{other.spec.line}:{other.spec.col}; names are unique across all files",
+
+@dataclass(frozen=True)
+class Claim:
+    """The names one file stands for while files are checked against each other: ``proposed``,
+    those of its content just read when that content is valid on its own (``None`` otherwise),
+    and ``served``, those of the version it serves now (its last good one)."""
+
+    display: str
+    proposed: Names | None
+    served: Names
+
+
+def names_of(specs: Iterable[ActionSpec]) -> Names:
+    return tuple((s.name, s.line, s.col) for s in specs)
+
+
+def clashes(claims: Mapping[str, Claim]) -> dict[str, list[Problem]]:
+    """Names are unique across all files (SPEC §4.2): a name defined in two files is an error in
+    BOTH, at start and at reload alike, whatever the order of the files; each message names the
+    other file. Like any error, it keeps a file from loading its new content: at start neither
+    file is loaded; at reload a file that was serving keeps its last good version.
+
+    A file in error stands for what it serves (its last good version), which may clash in turn:
+    repeated until no other file is caught. Returns the problems by file key."""
+    flagged: dict[str, dict[str, Problem]] = {}
+    while True:
+        owners: dict[str, list[tuple[str, int, int]]] = {}
+        for key, claim in claims.items():
+            names = claim.proposed if claim.proposed is not None and key not in flagged else claim.served
+            for name, line, col in names:
+                owners.setdefault(name, []).append((key, line, col))
+        caught = False
+        for name, places in owners.items():
+            if len(places) < 2:
+                continue
+            for key, line, col in places:
+                others = ", ".join(f"{claims[o].display}:{ln}:{cl}" for o, ln, cl in places if o != key)
+                caught |= key not in flagged
+                flagged.setdefault(key, {}).setdefault(
+                    name,
+                    Problem(
+                        line,
+                        col,
+                        f"actions.{name}",
+                        f"action {name!r} is also defined in {others}; names are unique across all files: "
+                        "rename or remove one of the definitions",
+                    ),
                 )
-            )
-    return out
+        if not caught:
+            return {key: sorted(found.values(), key=lambda p: (p.line, p.col)) for key, found in flagged.items()}
 
 
-def check_files(sources: list[Source], served: Registry, resolver: Resolver, binder: Binder) -> tuple[list[str], int]:
-    """Check files as a load would, names against the served files. ``(errors, actions)``."""
-    keys = {s.key for s in sources}
-    taken: Taken = {a.name: (r, a) for k, r in served.files.items() if k not in keys for a in r.actions}
+def check_files(
+    checked: list[Source], sources: list[Source], served: Registry, resolver: Resolver, binder: Binder
+) -> tuple[list[str], int]:
+    """Check the files ``checked`` as a load of them next to ``sources`` (every file the app
+    loads) would: each on its own, then every name against every other file. ``(errors of the
+    checked files, their actions)``."""
+    everything = {s.key: s for s in sources}
+    everything.update((s.key, s) for s in checked)
+    results = {k: evaluate(s, resolver) for k, s in everything.items()}
+    claims = {}
+    for k, source in everything.items():
+        record = served.files.get(k)
+        result = results[k]
+        claims[k] = Claim(
+            display_path(source.path),
+            None if result.problems else names_of(result.specs),
+            names_of(a.spec for a in record.actions) if record is not None else (),
+        )
+    clashing = clashes(claims)
     errors: list[str] = []
     count = 0
-    for source in sources:
-        result = evaluate(source, resolver)
-        display = display_path(source.path)
-        problems = list(result.problems) or duplicates(result, taken)
+    for source in checked:
+        k = source.key
+        result, display = results[k], claims[k].display
+        problems = list(result.problems) or clashing.get(k, [])
         if problems:
             errors.extend(p.format(display) for p in problems)
             continue
-        record = FileRecord(source, display, actions=tuple(compile_action(s, display, binder) for s in result.specs))
-        for a in record.actions:
-            taken[a.name] = (record, a)
+        for spec in result.specs:
+            compile_action(spec, display, binder)  # what a load would build
         count += len(result.specs)
     return errors, count
 
@@ -210,7 +257,7 @@ class Reload:
             return
         self.results[k] = result
         record = self.records.get(k) or FileRecord(source, display_path(source.path))
-        self.records[k] = replace(record, signature=self.sigs[k], digest=result.digest)
+        self.records[k] = replace(record, signature=self.sigs[k], digest=result.digest, module=result.module)
 
     def touched_registry(self) -> Registry:
         """The served registry with the new signatures of files rewritten with the same bytes."""
@@ -218,30 +265,42 @@ class Reload:
         return Registry(old.actions, MappingProxyType(dict(self.records)), old.generation)
 
     def check(self) -> None:
-        """Check every file read against the others (names are unique) and compile the good
-        ones, in load order. Files in error are checked again: a clashing name may be gone."""
+        """Check every file against the others (names are unique: :func:`clashes`) and compile
+        the good ones. Files in error are read again: the name they clashed on may be gone; a
+        file that did not change can be caught by a new file defining one of its names."""
         for k, record in self.records.items():
             if record.errors and k not in self.results and k in self.sources:
                 self.results[k] = evaluate(self.sources[k], self.resolver)
-        order = self._order(0)
+        claims = {}
+        for k, record in self.records.items():
+            result = self.results.get(k)
+            proposed = names_of(result.specs) if result is not None and not result.problems else None
+            claims[k] = Claim(record.display, proposed, names_of(a.spec for a in record.actions))
+        clashing = clashes(claims)
         now = time.time()
-        for k in sorted(self.results, key=order):
-            self._accept_or_fail(k, now)
+        for k in sorted(self.records, key=self._order(0)):
+            result = self.results.get(k)
+            if result is not None:
+                self._accept_or_fail(k, list(result.problems) or clashing.get(k, []), now)
+            elif k in clashing:
+                self._fail(k, clashing[k])
 
-    def _accept_or_fail(self, k: str, now: float) -> None:
-        result = self.results[k]
-        record = self.records[k]
-        others: Taken = {a.name: (r, a) for key, r in self.records.items() if key != k for a in r.actions}
-        problems = list(result.problems) or duplicates(result, others)
+    def _accept_or_fail(self, k: str, problems: list[Problem], now: float) -> None:
         if problems:
-            errors = tuple(p.format(record.display) for p in problems)
-            if errors != record.errors:
-                self.failed.append((record.display, list(errors)))
-            self.records[k] = replace(record, errors=errors)
+            self._fail(k, problems)
             return
-        actions = tuple(compile_action(spec, record.display, self.binder) for spec in result.specs)
+        record = self.records[k]
+        actions = tuple(compile_action(spec, record.display, self.binder) for spec in self.results[k].specs)
         self.accepted.append(record.display)
         self.records[k] = replace(record, actions=actions, errors=(), loaded_at=now)
+
+    def _fail(self, k: str, problems: list[Problem]) -> None:
+        """The file keeps what it serves (its last good version, if any) and shows ``problems``."""
+        record = self.records[k]
+        errors = tuple(p.format(record.display) for p in problems)
+        if errors != record.errors:
+            self.failed.append((record.display, list(errors)))
+        self.records[k] = replace(record, errors=errors)
 
     def build(self) -> Registry:
         """The next registry: every known file, in load order."""

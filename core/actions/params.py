@@ -30,6 +30,10 @@ Rule = Callable[[Any], str | None]
 
 TYPES = ("string", "integer", "number", "boolean", "array", "object")
 FORMATS = ("email", "uuid", "date", "date-time", "uri")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Integers are limited to the signed 64-bit range (what every database column holds) unless a
+narrower ``minimum``/``maximum`` is declared."""
+NUL_MESSAGE = "must not contain a NUL character (\\u0000)"
 
 _ARTICLE = {"integer": "an integer", "array": "an array", "object": "an object"}
 
@@ -181,8 +185,53 @@ def _format(valid: Callable[[str], bool], message: str) -> Rule:
     return rule
 
 
-def _rules(schema: Mapping[str, Any]) -> list[Rule]:
+def _no_nul(v: Any) -> str | None:
+    return NUL_MESSAGE if "\x00" in v else None
+
+
+def _int64_number(v: Any) -> str | None:
+    if type(v) is int and not INT64_MIN <= v <= INT64_MAX:
+        return f"must be between {INT64_MIN} and {INT64_MAX} when written without a decimal point"
+    return None
+
+
+def _narrower(schema: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the schema declares a lower (an upper) bound inside the signed 64-bit range."""
+    low = ("minimum" in schema and schema["minimum"] >= INT64_MIN) or (
+        "exclusiveMinimum" in schema and schema["exclusiveMinimum"] >= INT64_MIN - 1
+    )
+    high = ("maximum" in schema and schema["maximum"] <= INT64_MAX) or (
+        "exclusiveMaximum" in schema and schema["exclusiveMaximum"] <= INT64_MAX + 1
+    )
+    return low, high
+
+
+def _int64_bounds(schema: Mapping[str, Any]) -> list[Rule]:
+    """An integer's signed 64-bit range, on each side where no narrower bound is declared."""
+    low, high = _narrower(schema)
     rules: list[Rule] = []
+    if not low:
+        rules.append(_compare(operator.lt, INT64_MIN, f"must be >= {INT64_MIN} (integers are 64-bit)"))
+    if not high:
+        rules.append(_compare(operator.gt, INT64_MAX, f"must be <= {INT64_MAX} (integers are 64-bit)"))
+    return rules
+
+
+def _int64_numbers(schema: Mapping[str, Any]) -> list[Rule]:
+    """A number written as an integer: the same range, unless both bounds are narrower."""
+    return [] if all(_narrower(schema)) else [_int64_number]
+
+
+_TYPE_RULES: dict[str, Callable[[Mapping[str, Any]], list[Rule]]] = {
+    "string": lambda _schema: [_no_nul],  # a NUL reaches no database (PostgreSQL refuses it in text)
+    "integer": _int64_bounds,
+    "number": _int64_numbers,
+}
+
+
+def _rules(schema: Mapping[str, Any], t: str) -> list[Rule]:
+    """The rules of a value of type ``t``: its type's own (:data:`_TYPE_RULES`), then the keywords'."""
+    rules: list[Rule] = _TYPE_RULES[t](schema) if t in _TYPE_RULES else []
     if "enum" in schema:
         allowed = list(schema["enum"])
         text = ", ".join("null" if a is None else str(a) for a in allowed)
@@ -224,7 +273,7 @@ def compile_check(schema: Mapping[str, Any]) -> Check:
     is_type = TYPE_CHECKS[t]
     type_error: Errors = [("", f"must be {_type_name(t)}" + (" or null" if nullable else ""))]
     null_error: Errors | None = None if nullable else [("", f"must not be null (expected {_type_name(t)})")]
-    rules = tuple(_rules(schema))
+    rules = tuple(_rules(schema, t))
     parts = tuple(_parts(schema))
 
     def check(value: Any) -> Errors | None:
@@ -252,15 +301,32 @@ def compile_check(schema: Mapping[str, Any]) -> Check:
 
 
 def _parts(schema: Mapping[str, Any]) -> list[Check]:
+    """The checks of what is inside an array (``items``) or an object (``properties``). The
+    items of an array without ``items`` are still refused a NUL (:func:`check_nul`)."""
     parts: list[Check] = []
     if "items" in schema:
         parts.append(_items_part(compile_check(schema["items"])))
+    elif schema_type(schema)[0] == "array":
+        parts.append(check_nul)
     if "properties" in schema:
         required = frozenset(schema.get("required", ()))
         props = tuple((k, compile_check(s), k in required) for k, s in schema["properties"].items())
         if props:
             parts.append(_properties_part(props))
     return parts
+
+
+def check_nul(value: Any) -> Errors | None:
+    """A NUL in a value no schema describes: an undeclared parameter, a route's own path
+    variable, an item of an array declared without ``items``. Such a value from the path or the
+    query string is a string or a list of strings, which is all this looks at: a value from a
+    JSON body (of any depth) never holds a NUL, the body parser refuses it first."""
+    if type(value) is str:
+        return [("", NUL_MESSAGE)] if "\x00" in value else None
+    if type(value) is list:
+        errors = [(f"[{i}]", NUL_MESSAGE) for i, v in enumerate(value) if type(v) is str and "\x00" in v]
+        return errors or None
+    return None
 
 
 def _items_part(items: Check) -> Check:
@@ -332,6 +398,24 @@ def coerce_string(t: str, raw: str) -> Any:
     raise CoercionError(f"{_type_name(t)} cannot be given in the query string; send it in a JSON body")
 
 
+def nul_details(name: str, value: Any) -> list[dict[str, str]]:
+    """The NULs in the undeclared parameter ``name`` (:func:`check_nul`), as ``details`` entries."""
+    if "\x00" in name:
+        return [{"param": shown_name(name), "message": "is a parameter name that contains a NUL character"}]
+    errors = check_nul(value)
+    return [{"param": name + sub, "message": msg} for sub, msg in errors] if errors else []
+
+
+def shown_name(name: str) -> str:
+    """A parameter name as an error shows it: a NUL in it is written ``\\u0000`` (an answer
+    carries no NUL, which strict JSON readers, Keel's own included, refuse)."""
+    return name.replace("\x00", "\\u0000") if "\x00" in name else name
+
+
+def _unknown(name: str) -> list[dict[str, str]]:
+    return [{"param": shown_name(name), "message": "unknown parameter"}]
+
+
 class Param:
     """One compiled parameter."""
 
@@ -377,12 +461,13 @@ class ParamSet:
         every violation in ``details`` (which may already hold the caller's, e.g. coercion
         errors of the parameters named in ``failed``)."""
         by_name = self.by_name
-        if not self.additional:
-            for key in values:
-                if key not in by_name:
+        for key in values:
+            if key not in by_name:
+                undeclared = nul_details(key, values[key]) if self.additional else _unknown(key)
+                if undeclared:
                     if details is None:
                         details = []
-                    details.append({"param": key, "message": "unknown parameter"})
+                    details.extend(undeclared)
         for p in self.params:
             if p.name in failed:
                 continue

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from core.actions.params import Param, ParamSet
-from core.actions.schema import CONVERTERS, ActionSpec, Resolver, check_document
+from core.actions.schema import CONVERTERS, ActionSpec, Resolver, check_document, file_module
 from core.actions.yamlsafe import Problem, parse_tree, read_source
 from core.auth.identity import Requirement
 
@@ -152,11 +152,12 @@ class Source:
 
 @dataclass(frozen=True)
 class FileResult:
-    """One read of one file: its digest and either actions or problems."""
+    """One read of one file: its digest, its module, and either actions or problems."""
 
     digest: str | None
     specs: tuple[ActionSpec, ...]
     problems: tuple[Problem, ...]
+    module: str | None = None
 
 
 def evaluate(
@@ -166,15 +167,16 @@ def evaluate(
     text, raw, problem = data if data is not None else read_source(source.path, source.within)
     digest = hashlib.sha256(raw).hexdigest() if raw or text is not None else None
     if problem is not None:
-        return FileResult(digest, (), (problem,))
+        return FileResult(digest, (), (problem,), source.module)
     assert text is not None
     root, problems = parse_tree(text)
+    module = file_module(root, source.module)
     if root is None and problems:
-        return FileResult(digest, (), tuple(problems))
+        return FileResult(digest, (), tuple(problems), module)
     specs, more = check_document(root, implied_module=source.module, resolver=resolver)
     problems.extend(more)
     problems.sort(key=lambda p: (p.line, p.col))
-    return FileResult(digest, tuple(specs) if not problems else (), tuple(problems))
+    return FileResult(digest, tuple(specs) if not problems else (), tuple(problems), module)
 
 
 @dataclass(frozen=True)
@@ -188,11 +190,12 @@ class FileRecord:
     actions: tuple[CompiledAction, ...] = ()
     errors: tuple[str, ...] = ()
     loaded_at: float | None = None  # when the served version was loaded
+    module: str | None = None  # declared (``module:``) or implied; as of the last read
 
     def status(self) -> dict[str, Any]:
         return {
             "path": self.display,
-            "module": self.source.module,
+            "module": self.module if self.module is not None else self.source.module,
             "actions": [a.name for a in self.actions],
             "loaded_at": self.loaded_at,
             "errors": list(self.errors),

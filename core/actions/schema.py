@@ -275,6 +275,18 @@ def check_document(
     return specs, c.problems
 
 
+def file_module(root: Node | None, implied: str | None) -> str | None:
+    """The module a file belongs to: the one it declares at the top (``module:``), else the one
+    implied by where it is (a module's own ``actions.yaml``); ``None`` when neither."""
+    if root is not None and root.kind == "map":
+        entry = root.value.get("module")
+        if entry is not None and entry[1].kind == "scalar" and isinstance(entry[1].value, str):
+            declared = entry[1].value
+            if MODULE_RE.match(declared):
+                return declared
+    return implied
+
+
 def _check_version(c: _Checker, root: Node, top: dict[str, tuple[Node, Node]]) -> None:
     if "version" not in top:
         c.error(root, "version", "required key missing: add 'version: 1' at the top")

@@ -46,7 +46,8 @@ def list_command() -> None:
 @actions_cli.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate_command(paths: tuple[Path, ...]) -> None:
-    """Check action files (default: every file the app loads). Exit 1 with the errors."""
+    """Check action files (default: every file the app loads), each against every file the app
+    loads (names are unique across all files). Exit 1 with the errors, each printed once."""
     manager = _manager()
     if paths:
         files: list[Path] = []

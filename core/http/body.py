@@ -8,7 +8,8 @@ here: the pipeline answers 413 first.)
 
 :func:`collect_params` gathers a call's parameters from the path, the query string and the
 JSON body (which must be an object) and validates them with the endpoint's compiled
-:class:`~core.actions.params.ParamSet`; actions and ``@protect``-ed routes share it.
+:class:`~core.actions.params.ParamSet`; actions and ``@protect``-ed routes share it. A NUL in
+any value of the path or query string, declared or not, is a 400 ``validation_error``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
-from core.actions.params import CoercionError, ParamSet
+from core.actions.params import CoercionError, ParamSet, nul_details
 from core.errors import BadRequest, UnsupportedMediaType
 
 NO_BODY: Any = object()
@@ -134,6 +135,8 @@ def collect_params(
     if not passthrough:
         return params.validate(values, details or None, failed)
     held = {name: values.pop(name) for name in passthrough if name in values}
+    for name, value in held.items():  # a route's own path variable: no schema, but no NUL either
+        details.extend(nul_details(name, value))
     validated = params.validate(values, details or None, failed)
     validated.update(held)
     return validated

@@ -66,7 +66,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     get_state().action = name
     am = manager.am
     if am.modules.state(action.module) != STARTED:
-        raise ServiceUnavailable(f"Action {name!r} is unavailable: module {action.module!r} is not running.")
+        raise ServiceUnavailable(f"Action {name!r} is unavailable: {manager.unavailable(action.module)}.")
     ctx = guard.check(action.requirement)
     params = collect_params(req, action.params, path_values)
     started = time.perf_counter()
@@ -97,9 +97,14 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
 
 @bp.get("/actions")
 def list_actions() -> Any:
-    """Every action's public metadata (secret defaults omitted)."""
-    registry = _manager().registry
-    actions = [{k: v for k, v in a.metadata.items() if k != "file"} for a in registry.actions.values()]
+    """Every action's public metadata (secret defaults omitted) and its ``status``: ``available``,
+    or ``disabled`` when its module is disabled or not running (the action answers 503)."""
+    manager = _manager()
+    actions = []
+    for a in manager.registry.actions.values():
+        entry = {k: v for k, v in a.metadata.items() if k != "file"}
+        entry["status"] = "available" if manager.unavailable(a.module) is None else "disabled"
+        actions.append(entry)
     response = current_app.json.response(
         {"success": True, "count": len(actions), "actions": actions, "request_id": current_request_id()}
     )

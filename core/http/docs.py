@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, request, send_from_directory
 
 from core.errors import NotFound
 
@@ -24,20 +24,25 @@ _DOCS_HTML = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <title>Keel API</title>
-<link rel="stylesheet" href="docs/swagger-ui.css">
+<link rel="stylesheet" href="{assets}swagger-ui.css">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="docs/swagger-ui-bundle.js"></script>
-<script src="docs/swagger-ui-standalone-preset.js"></script>
-<script src="docs/keel-init.js"></script>
+<script src="{assets}swagger-ui-bundle.js"></script>
+<script src="{assets}swagger-ui-standalone-preset.js"></script>
+<script src="{assets}keel-init.js"></script>
 </body>
 </html>
 """
+# Relative URLs (no Host or prefix is ever written into the page), one page for each of the two
+# URLs it is served at: /docs (its assets are docs/...) and /docs/ (its assets are ...).
+_PAGES = {False: _DOCS_HTML.format(assets="docs/"), True: _DOCS_HTML.format(assets="")}
 
-_INIT_JS = """window.onload = function () {
+# The document is found from this script's own URL (/docs/keel-init.js), whichever page loaded it.
+_INIT_JS = """var keelSpec = new URL("openapi.json", new URL("..", document.currentScript.src)).href;
+window.onload = function () {
   window.ui = SwaggerUIBundle({
-    url: "openapi.json",
+    url: keelSpec,
     dom_id: "#swagger-ui",
     validatorUrl: null,
     deepLinking: true,
@@ -53,7 +58,7 @@ _ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-stand
 @bp.get("/docs")
 def docs() -> Response:
     """Swagger UI over ``/openapi.json``, from local assets (no CDN: works with no internet)."""
-    return Response(_DOCS_HTML, mimetype="text/html")
+    return Response(_PAGES[request.path.endswith("/")], mimetype="text/html")
 
 
 @bp.get("/docs/<path:filename>")

@@ -20,19 +20,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import click
 from flask import Flask, current_app
 
 from core.actions.loader import Reload, check_files, find_sources, no_change, source_for
 from core.actions.openapi import build_openapi
 from core.actions.registry import CompiledAction, Handler, Registry, Source
 from core.actions.schema import suggest
+from core.errors import ServiceUnavailable
 from core.managers.base import Manager
+from core.managers.modules import STARTED, _Unloadable
 
 if TYPE_CHECKING:
     from core.app_manager import AppManager
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("keel.audit")
+
+
+def _unavailable_handler(params: dict[str, Any], ctx: Any) -> Any:
+    raise ServiceUnavailable("This action's module is not running.")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -61,6 +68,11 @@ class ActionManager(Manager):
         self.am = am
         self._interval = float(am.settings["ACTIONS_RELOAD_INTERVAL"])
         self._actions_dir = Path(am.settings["ACTIONS_DIR"])
+        self._modules_dir = Path(am.settings["MODULES_DIR"])
+        # Under a `flask` command (a click context is active while the app loads) the files
+        # rejected at start are logged at INFO (shown with -v): `actions validate` and `actions
+        # list` print the errors themselves, once, and other commands do not depend on them.
+        self._cli = click.get_current_context(silent=True) is not None
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -85,12 +97,14 @@ class ActionManager(Manager):
         started = time.perf_counter()
         self._sync(initial=True)
         registry = self._registry
+        disabled = sum(1 for a in registry.actions.values() if self.unavailable(a.module) is not None)
         logger.info(
-            "loaded %d actions from %d files in %.1f ms%s",
+            "loaded %d actions from %d files in %.1f ms%s%s",
             len(registry.actions),
             len(registry.files),
             (time.perf_counter() - started) * 1e3,
             f" ({len(registry.errors)} errors)" if registry.errors else "",
+            f"; {disabled} disabled (their module is disabled or not running: 503)" if disabled else "",
         )
         if self._interval > 0 and self._thread is None:
             self._stop.clear()
@@ -101,13 +115,31 @@ class ActionManager(Manager):
         """Pick up changed, added and removed files now. Returns what changed."""
         return self._sync()
 
+    def unavailable(self, module: str) -> str | None:
+        """Why the actions of ``module`` answer 503 (``None``: it runs). Its actions are
+        disabled, not errors, when it is in ``MODULES_DISABLED`` or is not running."""
+        modules = self.am.modules
+        state = modules.state(module)
+        if state == STARTED:
+            return None
+        if state is None and module in modules.disabled:
+            return f"module {module!r} is disabled (MODULES_DISABLED)"
+        return f"module {module!r} is not running ({state or 'absent'})"
+
     def status(self) -> dict[str, Any]:
-        """Loaded files, last reload time, current errors with file:line (admin ``actions_status``)."""
+        """Loaded files, last reload time, current errors with file:line, the actions that
+        answer 503 because their module is disabled or not running (admin ``actions_status``)."""
         registry = self._registry
+        disabled = []
+        for action in registry.actions.values():
+            reason = self.unavailable(action.module)
+            if reason is not None:
+                disabled.append({"action": action.name, "module": action.module, "reason": reason})
         return {
             "action_count": len(registry.actions),
             "files": [r.status() for r in registry.files.values()],
             "errors": registry.errors,
+            "disabled": disabled,
             "last_reload": _iso(self.last_reload),
             "generation": registry.generation,
             "reloads_total": self.reloads_total,
@@ -156,13 +188,16 @@ class ActionManager(Manager):
         """How a path given on the command line is checked (module implied for a module's file)."""
         return source_for(path, self._module_dirs(), self._actions_dir)
 
-    def validate_files(self, sources: list[Source]) -> tuple[list[str], int]:
-        """Check files as a load would, names against the served files. ``(errors, actions)``."""
-        return check_files(sources, self._registry, self._resolve, self._bind)
+    def validate_files(self, checked: list[Source]) -> tuple[list[str], int]:
+        """Check files as a load of them would, each on its own and its names against every
+        file the app loads (:func:`~core.actions.loader.check_files`). ``(errors, actions)``."""
+        return check_files(checked, self.sources(), self._registry, self._resolve, self._bind)
 
     def _module_dirs(self) -> list[tuple[str, Path]]:
+        """Every module's directory, disabled ones included (their actions are served as 503)."""
         modules = self.am.modules
-        return [(name, modules.records[name].path) for name in modules.order]
+        running = [(name, modules.records[name].path) for name in modules.order]
+        return running + [(name, self._modules_dir / name) for name in modules.disabled]
 
     # -- handlers ---------------------------------------------------------------------------
     def _module_handlers(self, module: str) -> dict[str, Any] | None:
@@ -173,13 +208,20 @@ class ActionManager(Manager):
             self._handlers[module] = type(instance).action_handlers()
         return self._handlers[module]
 
-    def _resolve(self, module: str, method: str) -> str | None:
-        """``None`` when ``module.method`` is an @action of a running module, else why not."""
+    def _code_missing(self, module: str) -> bool:
+        """The module's code is not loaded, so its handlers cannot be checked: it is disabled
+        (``MODULES_DISABLED``), or its package could not be imported (a failed stand-in)."""
         modules = self.am.modules
+        return module in modules.disabled or isinstance(modules.get(module), _Unloadable)
+
+    def _resolve(self, module: str, method: str) -> str | None:
+        """``None`` when ``module.method`` is an @action of a module, or cannot be checked because
+        the module's code is not loaded (its actions are served as 503); else why not."""
+        modules = self.am.modules
+        if self._code_missing(module):
+            return None
         handlers = self._module_handlers(module)
         if handlers is None:
-            if module in modules.disabled:
-                return f"module {module!r} is disabled (MODULES_DISABLED); its actions cannot be served"
             known = list(modules.order)
             return f"no module named {module!r}{suggest(module, known)}; modules: {', '.join(known) or 'none'}"
         if method in handlers:
@@ -194,7 +236,10 @@ class ActionManager(Manager):
         )
 
     def _bind(self, module: str, method: str) -> Handler:
-        """The bound handler (only called once :meth:`_resolve` said yes)."""
+        """The bound handler (only called once :meth:`_resolve` said yes); for a module whose
+        code is not loaded, one that answers 503 (never reached: dispatch checks the module first)."""
+        if self._code_missing(module):
+            return _unavailable_handler
         handler: Handler = getattr(self.am.modules.get(module), method)
         return handler
 
@@ -230,8 +275,9 @@ class ActionManager(Manager):
         return step.summary()
 
     def _report(self, initial: bool, step: Reload, ms: float) -> None:
+        log = logger.info if initial and self._cli else logger.error
         for display, errors in step.failed:
-            logger.error(
+            log(
                 "action file %s rejected (%s):\n  %s",
                 display,
                 "the last good version keeps serving" if not initial else "not loaded",

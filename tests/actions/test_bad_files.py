@@ -323,38 +323,46 @@ def test_symlink_inside_the_directory_is_fine(actions_app: Any, actions_dir: Pat
     assert app.test_client().get("/actions/echo?title=x").status_code == 200
 
 
+DUPLICATE = "names are unique across all files: rename or remove one of the definitions"
+
+
 def test_action_defined_in_two_files_names_both(actions_app: Any, actions_dir: Path) -> None:
     app = actions_app()
+    demo = actions_dir / "demo.yaml"
     other = write(actions_dir / "other.yaml", H + "  ping:\n    handler: echo\n  echo:\n    handler: echo\n")
     am = app.extensions["keel"]
     am.actions.reload()
-    errors = am.actions.status()["errors"]
-    assert errors == [
-        f"{other}:6:3: actions.echo: action 'echo' is already defined in {actions_dir / 'demo.yaml'}:4:3; "
-        "names are unique across all files"
+    # An error in both files, each naming the other (SPEC §4.2) ...
+    assert am.actions.status()["errors"] == [
+        f"{demo}:4:3: actions.echo: action 'echo' is also defined in {other}:6:3; {DUPLICATE}",
+        f"{other}:6:3: actions.echo: action 'echo' is also defined in {demo}:4:3; {DUPLICATE}",
     ]
-    # The whole file is rejected (ping is not served) and the first file keeps echo.
+    # ... and, like any error at reload, the new file is not loaded (ping is not served) while
+    # the file that was serving echo keeps its last good version.
     client = app.test_client()
     assert client.get("/actions/ping").status_code == 404
     assert client.get("/actions/echo?title=x").status_code == 200
-    # Removing the clash from the first file lets the second one load on the next reload.
-    write(actions_dir / "demo.yaml", H + "  create:\n    handler: create\n    auth: public\n")
+    # Removing the clash from the first file lets both load on the next reload.
+    write(demo, H + "  create:\n    handler: create\n    auth: public\n")
     am.actions.reload()
     assert am.actions.status()["errors"] == []
     assert client.get("/actions/ping").status_code == 401  # loaded now (auth: any, no credentials)
 
 
-def test_at_boot_an_admin_file_cannot_take_a_module_action_name(actions_app: Any, modules_dir: Path) -> None:
+def test_at_boot_a_name_in_two_files_loads_neither(actions_app: Any, modules_dir: Path) -> None:
+    """At start no file is serving yet: the module's file and the admin's file are both refused
+    (the same rule as at reload, whatever the files' order)."""
     clash = GOOD_DEMO + "  broken_ping:\n    handler: echo\n"
     app = actions_app(files={"demo.yaml": clash})
     am = app.extensions["keel"]
     module_file = modules_dir / "broken" / "actions.yaml"
+    demo = f"{am.settings['ACTIONS_DIR']}/demo.yaml"
     line = GOOD_DEMO.count("\n") + 1  # the appended action's name
     assert am.actions.status()["errors"] == [
-        f"{am.settings['ACTIONS_DIR']}/demo.yaml:{line}:3: actions.broken_ping: action "
-        f"'broken_ping' is already defined in {module_file}:3:3; names are unique across all files"
+        f"{module_file}:3:3: actions.broken_ping: action 'broken_ping' is also defined in {demo}:{line}:3; {DUPLICATE}",
+        f"{demo}:{line}:3: actions.broken_ping: action 'broken_ping' is also defined in {module_file}:3:3; {DUPLICATE}",
     ]
-    assert am.actions.get("broken_ping").file == str(module_file)
+    assert am.actions.get("broken_ping") is None and am.actions.get("echo") is None
     assert am.actions.health()["status"] == "degraded"
 
 

@@ -43,6 +43,7 @@ def test_actions_listing_is_public_metadata(app: Any) -> None:
         "params": {"item_id": {"type": "integer", "required": True, "in": "path"}},
         "additional_params": False,
         "deprecated": False,
+        "status": "available",  # "disabled" when its module is disabled or not running (hardening 19)
     }
     login = by_name["login_like"]
     assert login["params"]["token"] == {"type": "string", "required": False, "secret": True}
@@ -138,7 +139,7 @@ def test_cli_validate_paths_with_errors(app: Any, tmp_path: Path) -> None:
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert lines[0] == f"{bad}:6:11: auth: 'nobody' is not one of public, user, api_key, any"
-    assert lines[1].startswith(f"{clash}:4:3: actions.echo: action 'echo' is already defined in ")
+    assert lines[1].startswith(f"{clash}:4:3: actions.echo: action 'echo' is also defined in ")
     assert lines[-1] == "2 error(s) in 3 file(s)"
     ok = app.test_cli_runner().invoke(args=["actions", "validate", str(good)])
     assert ok.exit_code == 0 and ok.output.strip() == "OK: 1 file(s), 1 action(s)"
