@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 bp = Blueprint("keel_actions", __name__)
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-STARTED = "started"
 
 
 def _manager() -> ActionManager:
@@ -65,7 +64,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
         raise NotFound(f"Action {name!r} takes no path parameters.")
     get_state().action = name
     am = manager.am
-    if am.modules.state(action.module) != STARTED:
+    if not am.modules.running(action.module):
         raise ServiceUnavailable(f"Action {name!r} is unavailable: {manager.unavailable(action.module)}.")
     ctx = guard.check(action.requirement)
     params = collect_params(req, action.params, path_values)

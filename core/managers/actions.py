@@ -29,7 +29,6 @@ from core.actions.registry import CompiledAction, Handler, Registry, Source
 from core.actions.schema import suggest
 from core.errors import ServiceUnavailable
 from core.managers.base import Manager
-from core.managers.modules import STARTED, _Unloadable
 
 if TYPE_CHECKING:
     from core.app_manager import AppManager
@@ -119,9 +118,9 @@ class ActionManager(Manager):
         """Why the actions of ``module`` answer 503 (``None``: it runs). Its actions are
         disabled, not errors, when it is in ``MODULES_DISABLED`` or is not running."""
         modules = self.am.modules
-        state = modules.state(module)
-        if state == STARTED:
+        if modules.running(module):
             return None
+        state = modules.state(module)
         if state is None and module in modules.disabled:
             return f"module {module!r} is disabled (MODULES_DISABLED)"
         return f"module {module!r} is not running ({state or 'absent'})"
@@ -211,8 +210,7 @@ class ActionManager(Manager):
     def _code_missing(self, module: str) -> bool:
         """The module's code is not loaded, so its handlers cannot be checked: it is disabled
         (``MODULES_DISABLED``), or its package could not be imported (a failed stand-in)."""
-        modules = self.am.modules
-        return module in modules.disabled or isinstance(modules.get(module), _Unloadable)
+        return self.am.modules.code_missing(module)
 
     def _resolve(self, module: str, method: str) -> str | None:
         """``None`` when ``module.method`` is an @action of a module, or cannot be checked because
