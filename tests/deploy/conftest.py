@@ -9,6 +9,7 @@ set (``.ci/run`` points it outside the clone, so CI re-runs are warm), else the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -61,15 +62,27 @@ def wheelhouse() -> Path:
 @pytest.fixture(scope="session")
 def runtime_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding requirements.txt alone, installed offline from the wheelhouse by
-    deploy/install-runtime.sh (the Dockerfile's install step)."""
+    deploy/install-runtime.sh (the Dockerfile's install step), with no network where the
+    machine allows a network namespace of its own."""
     venv = tmp_path_factory.mktemp("runtime") / "venv"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(venv.parent), "LANG": "C.UTF-8",
            "PYTHON": sys.executable,
            # no index at all: a wheel missing from the wheelhouse fails instead of being fetched
            "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
-    result = _run(["sh", str(ROOT / "deploy" / "install-runtime.sh"), str(venv), str(wheelhouse)], cwd=ROOT, env=env)
+    install = [*offline(), "sh", str(ROOT / "deploy" / "install-runtime.sh"), str(venv), str(wheelhouse)]
+    result = _run(install, cwd=ROOT, env=env)
     assert "offline, from the wheels" in result.stdout, result.stdout
     return venv
+
+
+@functools.cache
+def offline() -> list[str]:
+    """A command prefix that runs a command with no network at all (a new, empty network
+    namespace: ``unshare -n``), or ``[]`` where this is not permitted."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True, check=False).returncode == 0:
+        return [unshare, "-n"]
+    return []
 
 
 def ensure_tool(binary: str, package: str) -> str:
