@@ -80,9 +80,8 @@ def test_deployment_mounts_where_the_app_reads_and_writes() -> None:
     # the root filesystem is read-only: /tmp and the metrics directory are emptyDirs
     for path in ("/tmp", env["PROMETHEUS_MULTIPROC_DIR"]):
         assert "emptyDir" in volumes[mounts[path]["name"]], path
-    # probes and Prometheus address the pod by IP: TRUSTED_HOSTS must include it
-    assert "$(POD_IP)" in env["TRUSTED_HOSTS"].split(",")
-    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # the public host name only: the probes and /metrics answer any Host (a pod IP)
+    assert env["TRUSTED_HOSTS"] == "keel.example.com"
     assert env["APP_ENV"] == "production"
 
 
