@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Request, current_app, request
 
+from core.auth.policy import ADMIN_ROLE
 from core.errors import (
     HTTPError,
     MethodNotAllowed,
@@ -23,6 +24,7 @@ from core.errors import (
 from core.http import guard
 from core.http.body import collect_params
 from core.http.state import current_request_id, get_state
+from core.logs import audit
 
 if TYPE_CHECKING:
     from core.managers.actions import ActionManager
@@ -77,6 +79,8 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
         status = exc.status
         raise
     finally:
+        if ADMIN_ROLE in action.requirement.roles:  # every admin action is a security event
+            audit("admin_action", "ok" if status < 400 else "failed", action=name, status=status)
         am.hooks.trigger(
             "action_executed",
             name=name,

@@ -28,13 +28,13 @@ from core.actions.openapi import build_openapi
 from core.actions.registry import CompiledAction, Handler, Registry, Source
 from core.actions.schema import suggest
 from core.errors import ServiceUnavailable
+from core.logs import audit
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
     from core.app_manager import AppManager
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("keel.audit")
 
 
 def _unavailable_handler(params: dict[str, Any], ctx: Any) -> Any:
@@ -283,7 +283,14 @@ class ActionManager(Manager):
             )
             if not initial:  # counted like keel_actions_reload_errors_total: reloads, not the boot
                 self.reload_errors_total += 1
-                audit.warning("actions reload failed: %s (%d errors)", display, len(errors))
+                audit(
+                    "actions_reload_failed",
+                    "failed",
+                    f"actions reload failed: {display} ({len(errors)} errors)",
+                    file=display,
+                    errors=len(errors),
+                    actor="reload",
+                )
                 self.am.hooks.trigger("actions_reload_failed", file=display, errors=errors)
         if initial:
             self.last_reload = time.time()
@@ -293,7 +300,15 @@ class ActionManager(Manager):
             self.reloads_total += 1
             self.last_reload = time.time()
             count = len(self._registry.actions)
-            audit.info("actions reloaded: changed=%s removed=%s (%d actions, %.1f ms)", accepted, removed, count, ms)
+            audit(
+                "actions_reloaded",
+                "ok",
+                f"actions reloaded: changed={accepted} removed={removed}",
+                files=accepted,
+                removed=removed,
+                action_count=count,
+                actor="reload",
+            )
             self.am.hooks.trigger(
                 "actions_reloaded", files=accepted, removed=removed, action_count=count, duration_ms=ms
             )
