@@ -197,7 +197,7 @@ class RateLimiterManager(Manager):
         applies only the IP level; ``ip_limited``: the IP limit was already counted for this
         request (by the route step of :mod:`core.http.limits`). A client in
         ``BAN_EXEMPT_NETWORKS``: only the principal's bans and the deny-list keys."""
-        if self.exempt and ip in self.exempt:
+        if self.exempt.networks and ip in self.exempt:
             return self._check_exempt(principal, revocation_keys)
         identities = [("ip", ip)]
         limits: list[LimitCheck] = []
@@ -241,7 +241,7 @@ class RateLimiterManager(Manager):
     def check_ip(self, ip: str) -> Outcome:
         """The IP's bans and its limit (the route step of every non-action endpoint); nothing
         for an exempt client."""
-        if self.exempt and ip in self.exempt:
+        if self.exempt.networks and ip in self.exempt:
             return Outcome(ADMITTED, 0)
         return self.evaluate(Plan([("ip", ip)], [LimitCheck("ip", "ip:" + ip, self.ip_tiers, 0)]))
 
@@ -268,7 +268,7 @@ class RateLimiterManager(Manager):
 
         The username bucket is keyed by the name's normalised form (NFKC + case folding), the
         form login matches accounts by: ``alice``, ``ALICE`` and ``ａｌｉｃｅ`` are one bucket."""
-        if self.exempt and ip in self.exempt:
+        if self.exempt.networks and ip in self.exempt:
             return
         if device is not None:
             second = LimitCheck("login", f"login:device:{device}", self.login_tiers, 0)
@@ -284,7 +284,7 @@ class RateLimiterManager(Manager):
     def login_failed(self, username: str, ip: str) -> None:
         """A failed login is a violation of the IP (never of the username: that would let
         anyone ban a user by guessing passwords); none for an exempt client."""
-        if self.exempt and ip in self.exempt:
+        if self.exempt.networks and ip in self.exempt:
             return
         self.evaluate(Plan([("ip", ip)], [], force_violation=0))
 

@@ -94,7 +94,9 @@ class Auth(BaseModule):
             that they are counted apart from other clients' attempts for this username."""
             username, password = params["username"], params["password"]
             devices = am.jwt.devices
-            device = devices.verify(params.get("device_token") or request.cookies.get(devices.cookie), username)
+            device = devices.verify(params.get("device_token"), username) or devices.verify(
+                request.cookies.get(devices.cookie), username
+            )
             am.limiter.login_attempt(username, ctx.client_ip, device=device)
             user = am.jwt.users.verify_password(username, password)
             if user is None:
