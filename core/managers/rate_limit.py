@@ -8,7 +8,8 @@
 - A key acts for its owner (SPEC §6): an owned key's request counts toward its owner's user
   level and their per-action buckets (shared with the owner's tokens and other keys), plus the
   key's own level; a ban of the owner refuses their keys. A key's limits can only be stricter
-  than its owner's, never looser.
+  than its owner's, never looser. Its violations are its own (the caller's): a runaway key
+  gets itself banned, not its owner's account.
 - ``BAN_EXEMPT_NETWORKS`` (:mod:`core.limits.exempt`; default: loopback in development and
   test): clients there are never rate limited, never refused for a ban of their IP and never
   blamed for a violation (so never auto-banned); a ban of the user or key they act as still
@@ -210,13 +211,15 @@ class RateLimiterManager(Manager):
             identities.append((kind, str(principal.id)))
             blame, ident_key = 1, f"{kind}:{principal.id}"
             owner = principal.owner_id
-            if owner is not None:  # an owned API key: the owner's buckets, and the key's own level
+            if owner is not None:
+                # An owned API key: the key's own level, then its owner's user level and action
+                # buckets; a violation is the key's (the caller's), a ban of the owner refuses it.
                 identities.append(("user", str(owner)))
                 if identity_limits:
                     limits.append(LimitCheck(kind, ident_key, self.api_key_tiers, 1))
-                blame, ident_key = 2, f"user:{owner}"
+                ident_key = f"user:{owner}"
                 if identity_limits:
-                    limits.append(LimitCheck("user", ident_key, self.user_tiers, 2))
+                    limits.append(LimitCheck("user", ident_key, self.user_tiers, 1))
             elif identity_limits:
                 tiers = self.api_key_tiers if kind == "api_key" else self.user_tiers
                 limits.append(LimitCheck(kind, ident_key, tiers, 1))

@@ -292,6 +292,21 @@ def test_item_05_a_keys_own_limit_is_stricter_never_looser(make_app: Any, settin
 
 
 @backends
+def test_item_05_a_keys_violations_ban_the_key_not_its_owner(make_app: Any, settings: dict[str, Any]) -> None:
+    app = make_app(**settings, RATE_LIMIT_USER="3/minute", BAN_AFTER_VIOLATIONS=2)
+    client = app.test_client()
+    uid = register(client, "runaway")
+    access = tokens(client, "runaway")["access_token"]
+    minted = new_key(client, access, ["x:read"])  # the user level counted 1 (the creation)
+    got = [code(client.get("/actions/h_scoped", headers=key(minted))) for _ in range(5)]
+    assert got == ["ok", "ok", "rate_limited", "banned", "banned"]  # the owner's 3/minute, shared
+    bans = [(b["kind"], b["identifier"]) for b in app.extensions["keel"].limiter.list_bans()]
+    assert bans == [("api_key", minted.split("_")[1])]
+    assert code(client.get("/actions/h_scoped", headers=bearer(access))) == "rate_limited"  # not banned
+    assert str(uid) not in {identifier for _kind, identifier in bans}
+
+
+@backends
 def test_item_05_a_banned_owners_keys_are_refused(make_app: Any, settings: dict[str, Any]) -> None:
     app = make_app(**settings)
     client = app.test_client()
