@@ -217,9 +217,8 @@ class RateLimiterManager(Manager):
                 identities.append(("user", str(owner)))
                 if identity_limits:
                     limits.append(LimitCheck(kind, ident_key, self.api_key_tiers, 1))
+                    limits.append(LimitCheck("user", f"user:{owner}", self.user_tiers, 1))
                 ident_key = f"user:{owner}"
-                if identity_limits:
-                    limits.append(LimitCheck("user", ident_key, self.user_tiers, 1))
             elif identity_limits:
                 tiers = self.api_key_tiers if kind == "api_key" else self.user_tiers
                 limits.append(LimitCheck(kind, ident_key, tiers, 1))
