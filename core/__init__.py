@@ -21,6 +21,7 @@ from core.errors import (
     VersionConflict,
 )
 from core.http.protect import protect
+from core.logs import audit
 from core.module import ActionContext, BaseModule, action
 from core.version import __version__
 
@@ -45,6 +46,7 @@ __all__ = [
     "__version__",
     "action",
     "app_manager",
+    "audit",
     "create_app",
     "errors",
     "protect",

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from core.errors import NotFound, ServiceUnavailable, ValidationError
 from core.limits.plan import to_seconds
 from core.limits.store import LimitStore
+from core.logs import audit
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("keel.audit")
 
 KINDS = ("ip", "user", "api_key")
 MAX_BAN_SECONDS = 365 * 86_400
@@ -142,12 +142,12 @@ class Bans:
         in_db = self.records.delete(kind, identifier)
         if not (in_store or in_memory or in_db):
             raise NotFound(f"no active ban on {kind} {identifier!r}")
-        audit.info(
-            "ban lifted: %s %s by %s",
-            kind,
-            identifier,
-            actor,
-            extra={"event": "ban_lifted", "ban_kind": kind, "ban_identifier": identifier, "actor": actor},
+        audit(
+            "ban_lifted",
+            message=f"ban lifted: {kind} {identifier} by {actor}",
+            ban_kind=kind,
+            ban_identifier=identifier,
+            actor=actor,
         )
         return {"kind": kind, "identifier": identifier, "lifted": True}
 
@@ -183,15 +183,15 @@ class Bans:
             # The ban is live in the store; only its survival across a restart is at risk.
             logger.exception("rate limiter: could not record the ban of %s %s in the database", kind, identifier)
         seconds = to_seconds(ttl_ms)
-        audit.info(
-            "ban: %s %s for %ss (strike %s, %s) by %s",
-            kind,
-            identifier,
-            seconds,
-            strikes,
-            reason,
-            actor,
-            extra={"event": "ban", "ban_kind": kind, "ban_identifier": identifier, "seconds": seconds, "actor": actor},
+        audit(
+            "ban",
+            message=f"ban: {kind} {identifier} for {seconds}s (strike {strikes}, {reason}) by {actor}",
+            ban_kind=kind,
+            ban_identifier=identifier,
+            seconds=seconds,
+            strikes=strikes,
+            reason=reason,
+            actor=actor,
         )
         self._trigger(
             "identity_banned", kind=kind, identifier=identifier, seconds=seconds, strikes=strikes, actor=actor

@@ -25,6 +25,7 @@ from flask import Flask, current_app, has_app_context
 from core.auth.api_keys import ApiKeyRecord, ApiKeyStore
 from core.auth.revocation import user_state
 from core.errors import ConfigError, NotFound, Unauthorized
+from core.logs import audit
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from core.auth.users import UserChange
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("keel.audit")
 
 
 class ApiKeyManager(Manager):
@@ -115,9 +115,8 @@ class ApiKeyManager(Manager):
         if change.created:
             for key_id in self.store.revoke_owned(change.user_id):
                 self.am.jwt.revocation.deny_api_key(key_id)
-                audit.warning(
-                    "api key of a deleted user revoked: its id was reused",
-                    extra={"api_key_id": key_id, "user_id": change.user_id},
+                audit(
+                    "api_key_revoked", user_id=change.user_id, api_key_id=key_id, reason="user_id_reused", actor="keel"
                 )
 
     def invalidate(self, key_id: str) -> None:
@@ -144,7 +143,7 @@ class ApiKeyManager(Manager):
             known_scopes=self.known_scopes(),
             max_live=self.per_user,
         )
-        audit.info("api key created", extra={"api_key_id": record.id, "owner_id": owner_id, "actor": actor})
+        audit("api_key_created", api_key_id=record.id, owner_id=owner_id, scopes=",".join(record.scopes), actor=actor)
         self.am.hooks.trigger("api_key_created", api_key=record.public(), actor=actor)
         return {"key": key, "api_key": record.public()}
 
@@ -174,5 +173,5 @@ class ApiKeyManager(Manager):
             raise NotFound("No such API key.")
         self.store.revoke(key_id)
         self.am.jwt.revocation.deny_api_key(key_id)
-        audit.info("api key revoked", extra={"api_key_id": key_id, "actor": actor})
+        audit("api_key_revoked", api_key_id=key_id, owner_id=record.owner_id, actor=actor)
         self.am.hooks.trigger("api_key_revoked", api_key_id=key_id, owner_id=record.owner_id, actor=actor)

@@ -38,6 +38,7 @@ from core.auth.revocation import Revocation
 from core.auth.tokens import Tokens
 from core.auth.users import UserStore
 from core.errors import Banned, NotFound, ServiceUnavailable, Unauthorized
+from core.logs import audit
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
@@ -49,7 +50,13 @@ if TYPE_CHECKING:
     from core.auth.users import User, UserChange
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("keel.audit")
+# The audit event of each reason for revoking all of a user's tokens (anything else: tokens_revoked).
+_ALL_REVOKED_EVENTS = {
+    "logout_all": "logout_all",
+    "disabled": "user_disabled",
+    "enabled": "user_enabled",
+    "roles_changed": "user_roles_changed",
+}
 
 
 class JWTManager(Manager):
@@ -154,8 +161,8 @@ class JWTManager(Manager):
         new_jti = self.refresh_families.rotate(fam, claims["jti"], user_id)
         if new_jti is None:
             if self.refresh_families.is_live(fam):
-                audit.warning("refresh token reuse: family revoked", extra={"user_id": user_id, "family": fam})
-                self.revoke_family(fam, user_id=user_id, reason="refresh_reuse")
+                audit("refresh_reuse", "refused", "refresh token reuse: family revoked", user_id=user_id)
+                self._deny_family(fam, user_id=user_id, reason="refresh_reuse", actor=None)
             raise Unauthorized()
         return self.tokens.pair(user, fam, new_jti)
 
@@ -184,20 +191,25 @@ class JWTManager(Manager):
         """Deny one token (by ``jti``) for the rest of its lifetime."""
         user_id = int(claims["sub"])
         self.revocation.deny("jti", claims["jti"], user_id, float(claims["exp"]) + self.leeway)
-        audit.info("token revoked", extra={"user_id": user_id, "reason": reason})
+        audit("token_revoked", user_id=user_id, reason=reason)
 
     def revoke_family(self, fam: str, *, user_id: int, reason: str, actor: str | None = None) -> None:
-        """Deny every token of a refresh family (logout, refresh-token reuse)."""
+        """Deny every token of a refresh family."""
+        self._deny_family(fam, user_id=user_id, reason=reason, actor=actor)
+        audit("token_family_revoked", user_id=user_id, reason=reason, actor=actor)
+
+    def _deny_family(self, fam: str, *, user_id: int, reason: str, actor: str | None) -> None:
         self.refresh_families.revoke(fam)
         lifetime = max(self.refresh_ttl, self.access_ttl) + self.leeway
         self.revocation.deny("fam", fam, user_id, time.time() + lifetime)
-        audit.info("token family revoked", extra={"user_id": user_id, "reason": reason, "actor": actor})
         self.am.hooks.trigger("tokens_revoked", user_id=user_id, family=fam, reason=reason, actor=actor)
 
     def logout(self, claims: dict[str, Any]) -> None:
-        """Revoke this access token and its refresh family."""
-        self.revoke_token(claims, reason="logout")
-        self.revoke_family(claims["fam"], user_id=int(claims["sub"]), reason="logout", actor=f"user:{claims['sub']}")
+        """Revoke this access token and its refresh family (one ``logout`` audit event)."""
+        user_id = int(claims["sub"])
+        self.revocation.deny("jti", claims["jti"], user_id, float(claims["exp"]) + self.leeway)
+        self._deny_family(claims["fam"], user_id=user_id, reason="logout", actor=f"user:{user_id}")
+        audit("logout", user_id=user_id)
 
     # -- user administration (each change revokes every token of the user) ----------------------
     def revoke_user_tokens(self, user_id: Any, actor: str | None = None, reason: str = "admin") -> dict[str, Any]:
@@ -223,9 +235,9 @@ class JWTManager(Manager):
         self.revocation.user_changed(change)
         if change.created:
             for fam in self.refresh_families.live_of(change.user_id):
-                self.revoke_family(fam, user_id=change.user_id, reason="user_id_reused")
+                self.revoke_family(fam, user_id=change.user_id, reason="user_id_reused", actor="keel")
 
     def _revoked_all(self, user_id: int, version: int, *, actor: str | None, reason: str) -> dict[str, Any]:
-        audit.info("all tokens of a user revoked", extra={"user_id": user_id, "reason": reason, "actor": actor})
+        audit(_ALL_REVOKED_EVENTS.get(reason, "tokens_revoked"), user_id=user_id, reason=reason, actor=actor)
         self.am.hooks.trigger("tokens_revoked", user_id=user_id, family=None, reason=reason, actor=actor)
         return {"user_id": user_id, "token_version": version, "revoked": True}

@@ -14,7 +14,6 @@ they always have.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Blueprint, Response, after_this_request, request
@@ -27,10 +26,9 @@ from core import (
     BaseModule,
     Forbidden,
     InvalidCredentials,
+    audit,
     protect,
 )
-
-audit = logging.getLogger("keel.audit")
 
 _STRING = {"type": "string", "required": True, "minLength": 1}
 CREDENTIALS = {"username": _STRING, "password": _STRING}
@@ -80,14 +78,12 @@ class Auth(BaseModule):
             if not am.settings["AUTH_REGISTRATION_OPEN"]:
                 raise Forbidden("Registration is closed.")
             user = am.jwt.users.create(params["username"], params["password"], email=params.get("email") or None)
-            audit.info("user registered", extra={"user_id": user.id})
+            audit("user_created", user_id=user.id, roles=",".join(user.roles), actor="register")
             am.hooks.trigger("user_registered", user=user.public())
             return {"user": user.public()}
 
         @bp.post("/login")
-        @protect(
-            auth="public", params=LOGIN, additional_params=True, summary="Log in: a token pair", no_store=True
-        )
+        @protect(auth="public", params=LOGIN, additional_params=True, summary="Log in: a token pair", no_store=True)
         def login(params: dict[str, Any], ctx: ActionContext) -> Any:
             """Answers a token pair and a ``device_token`` (also set as the ``keel_device``
             cookie): send it back with later logins from this device (``device_token``), so
@@ -101,14 +97,14 @@ class Auth(BaseModule):
             user = am.jwt.users.verify_password(username, password)
             if user is None:
                 am.limiter.login_failed(username, ctx.client_ip)
-                audit.warning("login failed", extra={"username": _safe_username(username), "client_ip": ctx.client_ip})
+                audit("login", "failed", username=_safe_username(username))
                 raise InvalidCredentials()
             tokens = am.jwt.issue_pair(user)
             device_token = devices.issue(user)
             if device_token is not None:
                 tokens["device_token"] = device_token
                 _set_device_cookie(devices.cookie, device_token, devices.ttl)
-            audit.info("login", extra={"user_id": user.id, "client_ip": ctx.client_ip})
+            audit("login", user_id=user.id)
             am.hooks.trigger("user_logged_in", user=user.public(), client_ip=ctx.client_ip)
             return tokens
 
