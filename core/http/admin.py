@@ -337,8 +337,7 @@ def sign_in() -> BaseResponse:
         return _sign_in_form(session, "Invalid username or password.", username)
     get_state().identity = f"user:{user.id}"
     if not has_role(user.roles, _REQUIREMENT.roles):
-        _audit("sign_in", "forbidden", logging.WARNING, username=shown, reason="not an admin")
-        raise Forbidden("The admin page is for admins only.")
+        raise Forbidden("The admin page is for admins only.")  # audited by @_audited, as this user
     _audit("sign_in", "ok", user_id=user.id)
     am.hooks.trigger("user_logged_in", user=user.public(), client_ip=ip)
     response = _home()
