@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -375,3 +376,38 @@ def test_failed_sign_ins_ban_the_ip_as_failed_logins_do(admin_app: Callable[...,
     banned = client.get("/admin")
     assert banned.status_code == 403 and error_code(banned) == "banned"
     assert client.post("/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]}).status_code == 403
+
+
+# -- the README -------------------------------------------------------------------------------
+
+
+def readme_admin_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("### Admin page", 1)[1].split("<!-- /section:health -->", 1)[0]
+
+
+def test_the_readme_admin_page_walkthrough(make_app: Callable[..., Any]) -> None:
+    section = readme_admin_section()
+    (command,) = re.findall(r"```sh\n(.*?)\n```", section, re.S)
+    echo, _, flask = command.partition(" | ")
+    password = shlex.split(echo)[1]
+    args = shlex.split(flask)
+    assert args[:3] == ["flask", "--app", "app"]
+    app = make_app()
+    am = app.extensions["keel"]
+    created = app.test_cli_runner().invoke(args=args[3:], input=password + "\n")
+    assert created.exit_code == 0, created.output
+    username = args[5]
+
+    client = app.test_client()
+    assert sign_in(client, username, password).status_code == 303
+    html = signed_in_page(client)
+    assert all(f'<section id="{panel}">' in html for panel in ("modules", "actions", "bans"))
+    # the settings it names, with the default it states
+    assert am.settings["ADMIN_SESSION_TTL"] == 1800 and "30 minutes" in section
+    assert am.settings.source("ADMIN_SESSION_KEY") == "generated"
+    # revoking the admin's tokens signs the admin out at once
+    (revoke,) = re.findall(r"`(flask --app app users revoke-tokens \w+)`", section)
+    revoked = app.test_cli_runner().invoke(args=shlex.split(revoke)[3:])
+    assert revoked.exit_code == 0, revoked.output
+    assert is_sign_in_form(client.get("/admin"))
