@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck ci clean bench
+.PHONY: run test lint typecheck ci clean bench wheelhouse
 
 $(BIN)/.run-installed: requirements.txt
 	@echo "make: installing the runtime requirements into $(VENV) (first run only, about a minute)"
@@ -36,6 +36,10 @@ lint: $(BIN)/.dev-installed
 	$(BIN)/lint-imports
 	$(BIN)/vulture
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict -k 1.30.0 --quiet deploy/k8s/*.yaml  # offline: schemas ship in the package
+	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/alerts.yml \
+	  && promtool test rules deploy/prometheus/alerts.test.yml; \
+	else echo "make lint: promtool missing (apt-get install prometheus): alert rules not checked"; fi
 
 $(BIN)/.bench-installed: $(BIN)/.dev-installed bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
@@ -44,6 +48,15 @@ $(BIN)/.bench-installed: $(BIN)/.dev-installed bench/requirements.txt
 # Every benchmark in bench/, results in bench/RESULTS.md; `make bench QUICK=1` for short runs.
 bench: $(BIN)/.bench-installed
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# Every runtime wheel into $(WHEELHOUSE)/ (built on this OS, CPU and Python) for an air-gapped
+# install: `pip install --no-index --find-links wheelhouse -r requirements.txt`, or `docker build .`.
+WHEELHOUSE ?= wheelhouse
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	rm -f $(WHEELHOUSE)/*.whl
+	$(PYTHON) -m pip wheel --disable-pip-version-check --quiet --wheel-dir $(WHEELHOUSE) -r requirements.txt
+	@echo "make: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels in $(WHEELHOUSE)/"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

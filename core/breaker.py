@@ -7,6 +7,7 @@ be down. Once ``probe_interval`` seconds (1 s by default) have passed since the 
 one call is let through as a probe (*half-open*); its success closes the circuit, its failure
 keeps it open for another interval. Fallbacks (the limiter's in-process store, Vault's cached
 values, the state cache bypass) are driven by :attr:`CircuitBreaker.is_open` / ``CircuitOpen``.
+Every breaker exports its state as ``keel_breaker_open{dependency="<name>"}`` (0 closed, 1 open).
 
 Usage::
 
@@ -34,6 +35,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from core.errors import ServiceUnavailable
+from core.metrics import BREAKER_OPEN
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class CircuitBreaker:
         self._probe_in_flight = False
         self._last_error: str | None = None
         self._listeners: list[Callable[[str, str], None]] = []
+        self._open_gauge = BREAKER_OPEN.labels(name)  # keel_breaker_open{dependency=name}, set on changes
+        self._open_gauge.set(0)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -212,6 +216,7 @@ class CircuitBreaker:
         return report
 
     def _notify(self, old: str, new: str) -> None:
+        self._open_gauge.set(0 if new == CLOSED else 1)
         for listener in list(self._listeners):
             try:
                 listener(old, new)

@@ -82,7 +82,7 @@ class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
             state = g.get("keel")  # core.http.state.RequestState (read by name: logs sit below http)
-            for name in ("request_id", "identity", "action"):
+            for name in ("request_id", "identity", "action", "client_ip"):
                 if not hasattr(record, name):
                     setattr(record, name, getattr(state, name, None))
         return True
@@ -90,12 +90,24 @@ class RequestContextFilter(logging.Filter):
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
+AUDIT = logging.getLogger("keel.audit")
+
+
+def audit(event: str, outcome: str = "ok", message: str | None = None, **fields: Any) -> None:
+    """One security event on the ``keel.audit`` logger (SPEC §11): ``event`` (``login``,
+    ``ban``, ``actions_reloaded``...), ``outcome`` (``ok``, ``failed``, ``refused``...) and
+    ``fields`` (ids, reasons, the actor — never a secret: a password, token or key is never
+    passed here). Inside a request the request id, identity and client IP are added by the
+    handlers' filter; outside one (the CLI, a reload thread) ``actor`` says who."""
+    level = logging.INFO if outcome == "ok" else logging.WARNING
+    if AUDIT.isEnabledFor(level):
+        AUDIT.log(level, message or f"{event} {outcome}", extra={"event": event, "outcome": outcome, **fields})
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -26,6 +26,14 @@ RATE_LIMITED = Counter("keel_rate_limit_rejections_total", "Requests rejected by
 BANS = Counter("keel_bans_total", "Identities banned", ["kind"])
 DB_POOL_IN_USE = Gauge("keel_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
 VAULT_FALLBACK = Counter("keel_vault_fallback_total", "Secret reads served from cache or a fallback source")
+# Set by every CircuitBreaker (core/breaker.py) when it is built and on each state change; under
+# gunicorn the highest value of the live workers: 1 when any worker's circuit is open.
+BREAKER_OPEN = Gauge(
+    "keel_breaker_open",
+    "1 while the dependency's circuit is open or probing (calls fail fast), 0 when closed",
+    ["dependency"],
+    multiprocess_mode="livemax",
+)
 ACTION_RELOADS = Counter("keel_actions_reloads_total", "Action files reloaded")
 ACTION_RELOAD_ERRORS = Counter("keel_actions_reload_errors_total", "Action files rejected on reload")
 
@@ -36,6 +44,7 @@ ALL: tuple[MetricWrapperBase, ...] = (
     BANS,
     DB_POOL_IN_USE,
     VAULT_FALLBACK,
+    BREAKER_OPEN,
     ACTION_RELOADS,
     ACTION_RELOAD_ERRORS,
 )

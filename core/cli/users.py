@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -12,9 +11,8 @@ from flask.cli import AppGroup
 from core.auth.users import UserStore
 from core.cli.common import cli_error
 from core.errors import KeelError
+from core.logs import audit
 from core.managers.jwt import JWTManager
-
-audit = logging.getLogger("keel.audit")
 
 users_cli = AppGroup("users", help="Manage users.")
 
@@ -44,7 +42,7 @@ def users_create(username: str, admin: bool, email: str | None, password_stdin: 
         user = _store().create(username, password, email=email, roles=roles)
     except KeelError as exc:
         raise cli_error(exc) from None
-    audit.info("user created from the CLI", extra={"user_id": user.id, "roles": ",".join(user.roles)})
+    audit("user_created", "ok", user_id=user.id, roles=",".join(user.roles), actor="cli")
     click.echo(f"created user {user.username} (id {user.id}, roles {','.join(user.roles)})")
 
 

@@ -15,8 +15,9 @@ def install(app: Flask, settings: Settings) -> None:
     app.json = body.JSONProvider(app)  # request.get_json() anywhere uses the one body parser
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.config["TRUSTED_HOSTS"] = settings["TRUSTED_HOSTS"] or None  # any Host when unset (not in production)
-    pipe = Pipeline(app, settings["HSTS_SECONDS"])  # the one before/after pair; managers add steps to it
+    # TRUSTED_HOSTS is checked by the pipeline, not by Flask: the probes (/healthz, /ready,
+    # /metrics) answer whatever Host a kubelet, Docker or Prometheus sends.
+    pipe = Pipeline(app, settings["HSTS_SECONDS"], settings["TRUSTED_HOSTS"])  # managers add their steps to it
     cors.install(pipe, settings["CORS_ORIGINS"])  # first: a preflight is answered before limits and auth
     errors.install(app)
     app.register_blueprint(health.bp)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Request, current_app, request
 
+from core.auth.policy import ADMIN_ROLE
 from core.errors import (
     HTTPError,
     MethodNotAllowed,
@@ -23,6 +24,7 @@ from core.errors import (
 from core.http import guard
 from core.http.body import collect_params
 from core.http.state import current_request_id, get_state
+from core.logs import audit
 
 if TYPE_CHECKING:
     from core.managers.actions import ActionManager
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 bp = Blueprint("keel_actions", __name__)
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-STARTED = "started"
 
 
 def _manager() -> ActionManager:
@@ -65,7 +66,7 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
         raise NotFound(f"Action {name!r} takes no path parameters.")
     get_state().action = name
     am = manager.am
-    if am.modules.state(action.module) != STARTED:
+    if not am.modules.running(action.module):
         raise ServiceUnavailable(f"Action {name!r} is unavailable: {manager.unavailable(action.module)}.")
     ctx = guard.check(action.requirement)
     params = collect_params(req, action.params, path_values)
@@ -78,6 +79,8 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
         status = exc.status
         raise
     finally:
+        if ADMIN_ROLE in action.requirement.roles:  # every admin action is a security event
+            audit("admin_action", "ok" if status < 400 else "failed", action=name, status=status)
         am.hooks.trigger(
             "action_executed",
             name=name,

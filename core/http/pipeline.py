@@ -26,9 +26,11 @@ from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from flask.ctx import _AppCtxGlobals
+from werkzeug.sansio.utils import host_is_trusted
 
-from core.errors import PayloadTooLarge
+from core.errors import BadRequest, PayloadTooLarge
 from core.http import access_log
+from core.http.health import EXEMPT_ENDPOINTS
 from core.http.state import ENVIRON_KEY, HEADER, RequestState, get_state, new_request_id
 
 EXTENSION = "keel.pipeline"
@@ -42,9 +44,10 @@ _perf_counter = time.perf_counter
 class Pipeline:
     """The request steps of one app (one instance per app, in ``app.extensions``)."""
 
-    def __init__(self, app: Flask, hsts_seconds: int = 0) -> None:
+    def __init__(self, app: Flask, hsts_seconds: int = 0, trusted_hosts: list[str] | None = None) -> None:
         self._config = app.config  # the config, not the app: extensions keep no self.app
         self._hsts = f"max-age={hsts_seconds}; includeSubDomains" if hsts_seconds else None
+        self._trusted_hosts = list(trusted_hosts or ()) or None  # None: any Host (refused in production)
         self.before: list[BeforeStep] = []
         self.after: list[AfterStep] = []
         app.extensions[EXTENSION] = self
@@ -76,6 +79,8 @@ class Pipeline:
                 raise PayloadTooLarge()
         elif "HTTP_TRANSFER_ENCODING" in environ:
             _buffer_streamed_body(environ, self._config.get("MAX_CONTENT_LENGTH"))
+        if self._trusted_hosts is not None:
+            _check_host(req, self._trusted_hosts)
         for step in self.before:
             answer = step(req, ctx_g)
             if answer is not None:
@@ -111,6 +116,16 @@ HTML_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+def _check_host(req: Request, trusted: list[str]) -> None:
+    """400 for a Host header outside ``TRUSTED_HOSTS`` (Werkzeug's matching: ``.example.com``
+    also allows subdomains), except on the probes. Never echoes the Host."""
+    rule = req.url_rule
+    if rule is not None and rule.endpoint in EXEMPT_ENDPOINTS:
+        return
+    if not host_is_trusted(req.environ.get("HTTP_HOST") or req.environ.get("SERVER_NAME"), trusted):
+        raise BadRequest("The Host header names a host this server does not serve.")
 
 
 def _buffer_streamed_body(environ: dict[str, Any], limit: int | None) -> None:

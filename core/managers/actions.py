@@ -28,14 +28,13 @@ from core.actions.openapi import build_openapi
 from core.actions.registry import CompiledAction, Handler, Registry, Source
 from core.actions.schema import suggest
 from core.errors import ServiceUnavailable
+from core.logs import audit
 from core.managers.base import Manager
-from core.managers.modules import STARTED, _Unloadable
 
 if TYPE_CHECKING:
     from core.app_manager import AppManager
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("keel.audit")
 
 
 def _unavailable_handler(params: dict[str, Any], ctx: Any) -> Any:
@@ -119,9 +118,9 @@ class ActionManager(Manager):
         """Why the actions of ``module`` answer 503 (``None``: it runs). Its actions are
         disabled, not errors, when it is in ``MODULES_DISABLED`` or is not running."""
         modules = self.am.modules
-        state = modules.state(module)
-        if state == STARTED:
+        if modules.running(module):
             return None
+        state = modules.state(module)
         if state is None and module in modules.disabled:
             return f"module {module!r} is disabled (MODULES_DISABLED)"
         return f"module {module!r} is not running ({state or 'absent'})"
@@ -211,8 +210,7 @@ class ActionManager(Manager):
     def _code_missing(self, module: str) -> bool:
         """The module's code is not loaded, so its handlers cannot be checked: it is disabled
         (``MODULES_DISABLED``), or its package could not be imported (a failed stand-in)."""
-        modules = self.am.modules
-        return module in modules.disabled or isinstance(modules.get(module), _Unloadable)
+        return self.am.modules.code_missing(module)
 
     def _resolve(self, module: str, method: str) -> str | None:
         """``None`` when ``module.method`` is an @action of a module, or cannot be checked because
@@ -285,7 +283,14 @@ class ActionManager(Manager):
             )
             if not initial:  # counted like keel_actions_reload_errors_total: reloads, not the boot
                 self.reload_errors_total += 1
-                audit.warning("actions reload failed: %s (%d errors)", display, len(errors))
+                audit(
+                    "actions_reload_failed",
+                    "failed",
+                    f"actions reload failed: {display} ({len(errors)} errors)",
+                    file=display,
+                    errors=len(errors),
+                    actor="reload",
+                )
                 self.am.hooks.trigger("actions_reload_failed", file=display, errors=errors)
         if initial:
             self.last_reload = time.time()
@@ -295,7 +300,15 @@ class ActionManager(Manager):
             self.reloads_total += 1
             self.last_reload = time.time()
             count = len(self._registry.actions)
-            audit.info("actions reloaded: changed=%s removed=%s (%d actions, %.1f ms)", accepted, removed, count, ms)
+            audit(
+                "actions_reloaded",
+                "ok",
+                f"actions reloaded: changed={accepted} removed={removed}",
+                files=accepted,
+                removed=removed,
+                action_count=count,
+                actor="reload",
+            )
             self.am.hooks.trigger(
                 "actions_reloaded", files=accepted, removed=removed, action_count=count, duration_ms=ms
             )

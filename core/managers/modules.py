@@ -306,6 +306,15 @@ class ModuleManager(Manager):
         record = self.records.get(name)
         return record.instance if record is not None else None
 
+    def running(self, name: str) -> bool:
+        return self.state(name) == STARTED
+
+    def code_missing(self, name: str) -> bool:
+        """Whether the module exists but its code is not loaded: it is in ``MODULES_DISABLED``,
+        or its package could not be imported (so its ``@action`` handlers cannot be checked)."""
+        record = self.records.get(name)
+        return name in self.disabled or (record is not None and isinstance(record.instance, _Unloadable))
+
     def state(self, name: str) -> str | None:
         record = self.records.get(name)
         return record.state if record is not None else None

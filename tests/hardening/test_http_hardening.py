@@ -120,6 +120,9 @@ def test_item_09_trusted_hosts(make_app: Any) -> None:
     refused = client.get("/actions/system_info", headers={"Host": "evil.example"})
     assert refused.status_code == 400 and refused.json["error"]["code"] == "bad_request"
     assert "evil.example" not in refused.get_data(as_text=True)
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400  # unknown routes too
+    for probe in ("/healthz", "/ready", "/metrics"):  # kubelets and scrapers send pod IPs as Host
+        assert client.get(probe, headers={"Host": "10.1.2.3:8080"}).status_code == 200, probe
 
 
 def test_item_11_security_headers(make_app: Any) -> None:
