@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from core.errors import ConfigError, Forbidden, HTTPError, NotFound
 from core.http import limits
 from core.http.client import request_ip
 from core.http.state import get_state
+from core.logs import audit
 
 if TYPE_CHECKING:
     from core.app_manager import AppManager
@@ -65,7 +65,6 @@ _MIN_KEY_BYTES = 32
 # What a signed-in admin's requests count toward (the user's ban and RATE_LIMIT_USER).
 _REQUIREMENT = Requirement(auth="user", roles=("admin",), name="admin_page")
 
-audit = logging.getLogger("keel.audit")
 _now = time.time  # the sessions' clock (tests move it)
 
 bp = Blueprint("keel_admin", __name__, template_folder="templates")
@@ -181,7 +180,9 @@ def _ip() -> str:
 def _every_request() -> None:
     if _sessions().serializer is None:
         raise NotFound("The admin page is off: set ADMIN_SESSION_KEY (a secret of at least 32 bytes).")
-    get_state().no_store = True  # pages carry the CSRF token and operational data
+    state = get_state()
+    state.no_store = True  # pages carry the CSRF token and operational data
+    state.identity = f"ip:{_ip()}"  # until a signed-in admin is known (as the guard names callers)
 
 
 def _page(view: Callable[..., BaseResponse]) -> Callable[..., BaseResponse]:
@@ -220,24 +221,10 @@ def _check_csrf(session: Session | None) -> None:
         raise Forbidden("This form is out of date or was not sent by this page; reload the page and try again.")
 
 
-def _audit(event: str, outcome: str, level: int = logging.INFO, **fields: Any) -> None:
-    state = get_state()
-    ip = _ip()
-    identity = state.identity or f"ip:{ip}"
-    audit.log(
-        level,
-        "admin %s: %s",
-        event,
-        outcome,
-        extra={
-            "event": f"admin_{event}",
-            "outcome": outcome,
-            "identity": identity,
-            "client_ip": ip,
-            "request_id": state.request_id,
-            **fields,
-        },
-    )
+def _audit(event: str, outcome: str, **fields: Any) -> None:
+    """One ``keel.audit`` line: ``admin_<event>`` and its outcome (the log handlers add the
+    request id, the identity and the client IP)."""
+    audit(f"admin_{event}", outcome, **fields)
 
 
 def _audited(event: str) -> Callable[[Callable[..., BaseResponse]], Callable[..., BaseResponse]]:
@@ -250,7 +237,7 @@ def _audited(event: str) -> Callable[[Callable[..., BaseResponse]], Callable[...
             try:
                 return view(**kwargs)
             except HTTPError as exc:
-                _audit(event, exc.code, logging.WARNING, reason=exc.message)
+                _audit(event, exc.code, reason=exc.message)
                 raise
 
         return wrapper
@@ -333,7 +320,7 @@ def sign_in() -> BaseResponse:
     user = _check_password(am, username, password, ip)
     shown = _safe_username(username)
     if user is None:
-        _audit("sign_in", "invalid_credentials", logging.WARNING, username=shown)
+        _audit("sign_in", "invalid_credentials", username=shown)
         return _sign_in_form(session, "Invalid username or password.", username)
     get_state().identity = f"user:{user.id}"
     if not has_role(user.roles, _REQUIREMENT.roles):

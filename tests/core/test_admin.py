@@ -9,7 +9,7 @@ import re
 import shlex
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from core.errors import ConfigError
 from core.http import admin
+from core.logs import RequestContextFilter
 from tests.conftest import ROOT
 
 ADMIN = ("boss", "correct-horse-battery")
@@ -82,6 +83,16 @@ def admin_app(make_app: Callable[..., Any], tmp_path: Path) -> Callable[..., Any
 @pytest.fixture
 def app(admin_app: Callable[..., Any]) -> Any:
     return admin_app()
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """pytest's caplog; audit records get the request id, identity and client IP before any
+    handler sees them (Keel's handlers add them with this filter)."""
+    audit_logger, context = logging.getLogger("keel.audit"), RequestContextFilter()
+    audit_logger.addFilter(context)
+    yield caplog
+    audit_logger.removeFilter(context)
 
 
 def audit_lines(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
