@@ -100,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("JWT_KEY_ID", "str", None, help="kid of the signing key in JWT_KEYS (default: the first private key)"),
     S("JWT_KEY_GRACE", "int", 14 * 24 * 3600, minimum=0, help="seconds a retired JWK ('retired_at') still verifies"),
     S("API_KEY_CACHE_TTL", "float", 5.0, minimum=0, help="seconds a verified API key record is cached in-process"),
+    S("API_KEYS_PER_USER", "int", 20, minimum=1, help="live (not revoked, not expired) API keys a user may hold"),
+    S("AUTH_DEVICE_TTL", "int", 30 * 24 * 3600, minimum=0,
+      help="seconds a login's device token counts that device's logins apart from the username's; 0 = none issued"),
     # --- actions and modules ---------------------------------------------------------------
     S("ACTIONS_DIR", "str", "actions", help="directory of action YAML files"),
     S("ACTIONS_RELOAD_INTERVAL", "float", 1.0, minimum=0, help="seconds between checks for changed files; 0 = off"),
@@ -110,12 +113,16 @@ SETTINGS: tuple[Setting, ...] = (
     S("RATE_LIMIT_USER", "limit", "1000/minute"),
     S("RATE_LIMIT_API_KEY", "limit", "5000/minute"),
     S("RATE_LIMIT_FAIL_MODE", "str", "open", choices=("open", "closed")),
-    S("RATE_LIMIT_LOGIN", "limit", "10/minute;50/hour", help="login attempts per username and per IP"),
+    S("RATE_LIMIT_LOGIN", "limit", "10/minute;50/hour", help="login attempts per IP and per username or device"),
+    S("RATE_LIMIT_API_KEY_CREATE", "limit", "5/minute;30/day", help="API keys a user may create (POST /auth/api-keys)"),
     S("RATE_LIMIT_REDIS_TIMEOUT", "float", 0.1, minimum=0.005, help="socket timeout of the limiter's Redis calls"),
     S("BAN_AFTER_VIOLATIONS", "int", 5, minimum=1),
     S("BAN_WINDOW", "int", 300, minimum=1),
     S("BAN_DURATION", "int", 3600, minimum=1),
     S("TRUSTED_PROXY_COUNT", "int", 0, minimum=0, maximum=16),
+    S("BAN_EXEMPT_NETWORKS", "list", None,
+      help="client networks (CIDR) never rate limited or banned; default: 127.0.0.0/8,::1 in development "
+      "and test, none elsewhere"),
     # --- websocket -------------------------------------------------------------------------
     S("WS_AUTO_CREATE_ROOMS", "bool", True),
     S("WS_MESSAGE_RATE", "limit", "20/second"),

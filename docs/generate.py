@@ -1,7 +1,8 @@
 """Regenerate the parts of ``docs/`` that come from code: ``python docs/generate.py``.
 
 - ``docs/configuration.md``: the settings table, from ``config/schema.py``;
-- ``docs/errors.md``: the HTTP error table, from ``core/errors.py``.
+- ``docs/errors.md``: the HTTP error table, from ``core/errors.py``;
+- ``docs/operations.md``: the metrics table, from ``core/metrics.py``.
 
 Each file keeps its hand-written text; only the part between ``<!-- generated:start -->``
 and ``<!-- generated:end -->`` is replaced. ``python docs/generate.py --check`` exits 1 when a
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.schema import GENERATED, SETTINGS, Setting  # noqa: E402
-from core import errors  # noqa: E402
+from core import errors, metrics  # noqa: E402
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 
@@ -72,7 +73,17 @@ def errors_table() -> str:
     return "\n".join(rows)
 
 
-TARGETS = {"configuration.md": settings_table, "errors.md": errors_table}
+def metrics_table() -> str:
+    rows = ["| metric | type | labels | what it counts |", "|---|---|---|---|"]
+    for metric in metrics.ALL:
+        kind = type(metric).__name__.lower()
+        name = metric._name + ("_total" if kind == "counter" else "")
+        labels = ", ".join(f"`{label}`" for label in metric._labelnames)
+        rows.append(f"| `{name}` | {kind} | {labels} | {metric._documentation} |")
+    return "\n".join(rows)
+
+
+TARGETS = {"configuration.md": settings_table, "errors.md": errors_table, "operations.md": metrics_table}
 
 
 def render(path: Path, table: str) -> str:

@@ -62,6 +62,9 @@ def base_config(tmp_path: Path) -> dict[str, Any]:
         "MODULES_DIR": str(ROOT / "modules"),
         "ACTIONS_RELOAD_INTERVAL": 0,
         "LOG_LEVEL": "INFO",
+        # The test client's address is 127.0.0.1, which APP_ENV=test exempts from limits and
+        # bans by default; the tests of limits and bans need it counted like any client's.
+        "BAN_EXEMPT_NETWORKS": [],
     }
 
 

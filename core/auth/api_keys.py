@@ -5,12 +5,18 @@
   returned once, at creation.
 - A key's record is cached in-process for ``API_KEY_CACHE_TTL`` seconds (a lookup is not a
   database read per request; the secret is still checked on every request).
-- A key acts for its owner: a key whose owner is disabled or deleted is refused. The record
-  carries the owner's token version; with Redis, the owner's state (``auth:ver:<owner id>``,
+- A key acts for its owner: a key whose owner is disabled or deleted is refused, and the
+  principal of a key carries its owner's roles (:mod:`core.auth.policy` checks an endpoint's
+  roles against them). The record carries the owner's roles, active flag and token version;
+  with Redis, the owner's state (``auth:ver:<owner id>``,
   read with the key's revocation mark) refuses the key at once when the owner is disabled or
-  deleted and reloads the record when the owner changed (:meth:`ApiKeyStore.reload`);
+  deleted and reloads the record when the owner changed (:meth:`ApiKeyStore.reload`; the
+  request is then authorized with the fresh record's principal);
   without Redis, this process's own changes of a user drop that owner's cached records
   (:meth:`ApiKeyStore.forget_owner`) and another process's are seen within the cache TTL.
+- A user holds at most ``API_KEYS_PER_USER`` live keys (not revoked, not expired): the
+  count and the insert are one transaction, serialised per owner (the owner's row is locked
+  on PostgreSQL and Oracle; SQLite serialises writers).
 - Last-used times are kept in memory and written at most every ``LAST_USED_FLUSH`` seconds
   per process, by the request that finds them due (and at shutdown): no database write per
   request and no thread.
@@ -33,7 +39,7 @@ import sqlalchemy as sa
 
 from core.auth.identity import Principal
 from core.auth.users import users_table
-from core.errors import ServiceUnavailable, Unauthorized, ValidationError
+from core.errors import Conflict, ServiceUnavailable, Unauthorized, ValidationError
 
 if TYPE_CHECKING:
     from core.managers.database import DatabaseManager
@@ -62,6 +68,7 @@ class ApiKeyRecord:
     revoked_at: float | None
     owner_active: bool
     owner_version: int | None  # the owner's token version; None without an owner or once it is deleted
+    owner_roles: tuple[str, ...] = ()  # the owner's roles when the record was read
 
     def public(self) -> dict[str, Any]:
         """What the API and CLI show (never the key or its hash)."""
@@ -80,6 +87,18 @@ class ApiKeyRecord:
     def usable(self, now: float) -> bool:
         """Not revoked, not expired, and its owner (if any) is active."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at) and self.owner_active
+
+    def principal(self) -> Principal:
+        """The caller this key is: its scopes, acting for its owner with the owner's roles."""
+        return Principal(
+            kind="api_key",
+            id=self.id,
+            name=self.name,
+            roles=self.owner_roles,
+            scopes=self.scopes,
+            claims={"owner_ver": self.owner_version},
+            owner_id=self.owner_id,
+        )
 
 
 def _iso(ts: float | None) -> str | None:
@@ -116,6 +135,14 @@ def check_scopes(scopes: Any) -> list[str]:
     return sorted(set(scopes))
 
 
+def _check_known(scopes: list[str], known: frozenset[str]) -> None:
+    unknown = [s for s in scopes if s not in known]
+    if unknown:
+        offered = ", ".join(sorted(known)) or "none"
+        message = f"unknown scope(s): {', '.join(unknown)}; the scopes endpoints declare: {offered}"
+        raise ValidationError(details=[{"param": "scopes", "message": message}])
+
+
 def _check_new_key(name: Any, expires_in_days: Any) -> None:
     problems = []
     if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
@@ -147,7 +174,12 @@ class ApiKeyStore:
     def _load(self, key_id: str) -> ApiKeyRecord | None:
         t, users = self.table, self._users
         query = (
-            sa.select(t, users.c.active.label("owner_active"), users.c.token_version.label("owner_version"))
+            sa.select(
+                t,
+                users.c.active.label("owner_active"),
+                users.c.token_version.label("owner_version"),
+                users.c.roles.label("owner_roles"),
+            )
             .select_from(t.outerjoin(users, users.c.id == t.c.owner_id))
             .where(t.c.id == key_id)
         )
@@ -166,6 +198,7 @@ class ApiKeyStore:
             revoked_at=row.revoked_at,
             owner_active=row.owner_id is None or bool(row.owner_active),
             owner_version=None if row.owner_version is None else int(row.owner_version),
+            owner_roles=tuple(r for r in (row.owner_roles or "").split(",") if r),
         )
 
     def _cached(self, key_id: str) -> ApiKeyRecord | None:
@@ -224,13 +257,7 @@ class ApiKeyStore:
         if record is None or not good or not record.usable(now):
             raise Unauthorized()
         self._touch(key_id, now)
-        return Principal(
-            kind="api_key",
-            id=record.id,
-            name=record.name,
-            scopes=record.scopes,
-            claims={"owner_id": record.owner_id, "owner_ver": record.owner_version},
-        )
+        return record.principal()
 
     def _touch(self, key_id: str, now: float) -> None:
         with self._lock:
@@ -259,15 +286,33 @@ class ApiKeyStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def create(
-        self, name: Any, scopes: Any, *, owner_id: int | None, expires_in_days: Any = None
+        self,
+        name: Any,
+        scopes: Any,
+        *,
+        owner_id: int | None,
+        expires_in_days: Any = None,
+        known_scopes: frozenset[str] | None = None,
+        max_live: int | None = None,
     ) -> tuple[str, ApiKeyRecord]:
-        """Store a new key: ``(the full key, shown once; its record)``."""
+        """Store a new key: ``(the full key, shown once; its record)``.
+
+        ``known_scopes``: the scopes a key may hold (those some endpoint declares), else 400.
+        ``max_live``: the owner's live keys (not revoked, not expired) after this one may not
+        exceed it, else :class:`Conflict` (409)."""
         _check_new_key(name, expires_in_days)
         clean_scopes = check_scopes(scopes)
+        if known_scopes is not None:
+            _check_known(clean_scopes, known_scopes)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = time.time()
         with self.db.transaction() as conn:
+            if owner_id is not None and max_live is not None:
+                # The owner's row lock serialises their concurrent creations (FOR UPDATE is a
+                # no-op on SQLite, where the insert below takes the database's write lock).
+                users = self._users
+                conn.execute(sa.select(users.c.id).where(users.c.id == owner_id).with_for_update())
             conn.execute(
                 sa.insert(self.table).values(
                     id=key_id,
@@ -279,9 +324,28 @@ class ApiKeyStore:
                     expires_at=now + expires_in_days * 86400 if expires_in_days is not None else None,
                 )
             )
+            if owner_id is not None and max_live is not None and self._live_count(conn, owner_id, now) > max_live:
+                raise Conflict(
+                    f"This user already has {max_live} live API keys, the most allowed (API_KEYS_PER_USER); "
+                    "revoke one (DELETE /auth/api-keys/<id>) before creating another."
+                )
         record = self._load(key_id)
         assert record is not None
         return f"keel_{key_id}_{secret}", record
+
+    def _live_count(self, conn: sa.Connection, owner_id: int, now: float) -> int:
+        """How many of ``owner_id``'s keys are live (not revoked, not expired)."""
+        t = self.table
+        query = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(
+                t.c.owner_id == owner_id,
+                t.c.revoked_at.is_(None),
+                sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+            )
+        )
+        return int(conn.execute(query).scalar_one())
 
     def revoke_owned(self, owner_id: int) -> tuple[str, ...]:
         """Revoke and disown every key recorded for ``owner_id``; the ids of those that were

@@ -19,7 +19,11 @@ class Requirement:
 
 @dataclass
 class Principal:
-    """An authenticated caller: a user (from a JWT) or an API key."""
+    """An authenticated caller: a user (from a JWT) or an API key.
+
+    An API key acts for its owner (``owner_id``; ``None`` for a key without one): ``roles``
+    are the owner's current roles (read with the key's record), ``scopes`` the key's own.
+    """
 
     kind: str  # "user" | "api_key"
     id: str
@@ -27,3 +31,4 @@ class Principal:
     roles: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
     claims: dict[str, Any] = field(default_factory=dict)
+    owner_id: int | None = None  # an API key's owner

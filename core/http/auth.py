@@ -96,8 +96,12 @@ def revocation_keys(principal: Principal, am: AppManager | None = None) -> list[
     return list(am.jwt.revocation_keys(principal))
 
 
-def check_revocation(principal: Principal, values: list[Any] | None = None, am: AppManager | None = None) -> None:
-    """Raise :class:`Unauthorized` if ``principal``'s credential is revoked.
+def check_revocation(
+    principal: Principal, values: list[Any] | None = None, am: AppManager | None = None
+) -> Principal:
+    """Raise :class:`Unauthorized` if ``principal``'s credential is revoked; else the principal
+    to serve: ``principal`` itself, or, for an API key whose owner changed since its record was
+    cached, the principal of the record read again (the owner's current roles).
 
     ``values``: what the caller read for :func:`revocation_keys` (``None`` = not read; then
     Redis, or the database when Redis is down, answers; both down → 503).
@@ -105,6 +109,6 @@ def check_revocation(principal: Principal, values: list[Any] | None = None, am: 
     if am is None:
         am = _am()
     if principal.kind == "api_key":
-        am.api_keys.check_revocation(principal, values)
-    else:
-        am.jwt.check_revocation(principal, values)
+        return am.api_keys.check_revocation(principal, values)
+    am.jwt.check_revocation(principal, values)
+    return principal

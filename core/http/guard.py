@@ -69,7 +69,12 @@ def check(requirement: Requirement) -> ActionContext:
     if auth_error is not None:
         raise auth_error
     if principal is not None:
-        principal = _unless_revoked(principal, outcome.revocation_values if keys is not None else None, am, requirement)
+        served = _unless_revoked(principal, outcome.revocation_values if keys is not None else None, am, requirement)
+        if served is not principal and served is not None and authz_error is None:
+            # An API key whose owner changed since its record was cached: the owner's current
+            # roles decide (a grant takes effect from the next request, a withdrawal now).
+            authz_error = authorize(served, requirement)
+        principal = served
     if authz_error is not None:
         raise authz_error
     limited = limiter.limited_error(outcome)
@@ -84,15 +89,15 @@ def check(requirement: Requirement) -> ActionContext:
 def _unless_revoked(
     principal: Principal, values: list[Any] | None, am: AppManager, requirement: Requirement
 ) -> Principal | None:
-    """``principal`` when its credential is not revoked; a public endpoint serves a revoked one
-    as anonymous, any other raises :class:`Unauthorized`."""
+    """The principal to serve when its credential is not revoked (``principal``, or its fresh
+    version: see :func:`core.http.auth.check_revocation`); a public endpoint serves a revoked
+    one as anonymous, any other raises :class:`Unauthorized`."""
     try:
-        auth.check_revocation(principal, values, am)
+        return auth.check_revocation(principal, values, am)
     except Unauthorized:
         if requirement.auth != "public":
             raise
         return None
-    return principal
 
 
 def _context(principal: Principal | None, request_id: str, ip: str, name: str) -> ActionContext:

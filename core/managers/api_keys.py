@@ -7,6 +7,11 @@ the request guard with its other Redis keys, live in the deny-list shared with J
 :mod:`core.auth.revocation` (``am.jwt.revocation``). A key whose owner is disabled or deleted
 is refused; a user's change in this process drops that owner's cached key records at once.
 Keys are accepted from the ``X-API-Key`` header only and never logged.
+
+A key acts for its owner (SPEC §6): its principal carries the owner's current roles (checked by
+:mod:`core.auth.policy`) and shares the owner's limits (:mod:`core.managers.rate_limit`). A key
+may hold only scopes that some endpoint declares (an action's YAML, a ``@protect``-ed route),
+and a user at most ``API_KEYS_PER_USER`` live keys.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 
 from core.auth.api_keys import ApiKeyRecord, ApiKeyStore
 from core.auth.revocation import user_state
@@ -46,6 +51,7 @@ class ApiKeyManager(Manager):
                 f"API_KEY_PEPPER from {am.settings.source('API_KEY_PEPPER')}: expected at least 16 bytes of secret"
             )
         self.store = ApiKeyStore(am.db, pepper.encode(), float(am.settings["API_KEY_CACHE_TTL"]))
+        self.per_user = int(am.settings["API_KEYS_PER_USER"])
         am.jwt.users.watch(self._owner_changed)
 
     def dispose(self) -> None:
@@ -67,26 +73,28 @@ class ApiKeyManager(Manager):
     def revocation_keys(self, principal: Principal) -> list[str]:
         """The Redis keys deciding whether ``principal``'s key is refused (for the limiter's
         single round trip), in the order :meth:`check_revocation` expects their values."""
-        return self.am.jwt.revocation.api_key_keys(principal.id, principal.claims["owner_id"])
+        return self.am.jwt.revocation.api_key_keys(principal.id, principal.owner_id)
 
-    def check_revocation(self, principal: Principal, values: list[Any] | None = None) -> None:
-        """Raise :class:`Unauthorized` if the key was revoked by another worker within the
-        cache TTL (its Redis mark) or its owner is disabled or deleted (the owner's state);
-        ``values`` were read for :meth:`revocation_keys` (``None``: read them here). Without
-        Redis the cached record decides (``API_KEY_CACHE_TTL``)."""
+    def check_revocation(self, principal: Principal, values: list[Any] | None = None) -> Principal:
+        """The principal to serve: ``principal``, or the one of the key's record read again
+        when its owner changed since it was cached (their roles, say); raise
+        :class:`Unauthorized` if the key was revoked by another worker within the cache TTL
+        (its Redis mark) or its owner is disabled or deleted (the owner's state). ``values``
+        were read for :meth:`revocation_keys` (``None``: read them here). Without Redis the
+        cached record decides (``API_KEY_CACHE_TTL``)."""
         revocation = self.am.jwt.revocation
         if values is None:
             values = revocation.read(self.revocation_keys(principal))
         if values is None:
-            return
+            return principal
         if values[0] is not None:
             self.store.invalidate(principal.id)
             raise Unauthorized()
         if len(values) < 2:
-            return  # a key without an owner
+            return principal  # a key without an owner
         state = values[1]
         if state is not None and int(state) == principal.claims["owner_ver"]:
-            return  # the owner as the record was cached with
+            return principal  # the owner as the record was cached with
         if state is not None and int(state) < 0:
             self.store.invalidate(principal.id)
             raise Unauthorized()  # the owner is disabled or deleted
@@ -98,6 +106,7 @@ class ApiKeyManager(Manager):
             revocation.learn_user(record.owner_id, None if owner is None else user_state(owner, record.owner_active))
         if record is None or not record.usable(time.time()):
             raise Unauthorized()
+        return record.principal()
 
     def _owner_changed(self, change: UserChange) -> None:
         """A user changed in this process: forget their cached key records; a new user's id
@@ -123,11 +132,32 @@ class ApiKeyManager(Manager):
     def create(
         self, name: Any, scopes: Any, *, owner_id: int | None, expires_in_days: Any = None, actor: str | None = None
     ) -> dict[str, Any]:
-        """Create a key; the result holds the full key (shown once) and the public record."""
-        key, record = self.store.create(name, scopes, owner_id=owner_id, expires_in_days=expires_in_days)
+        """Create a key; the result holds the full key (shown once) and the public record.
+
+        400 for a scope no endpoint declares; 409 when the owner already holds
+        ``API_KEYS_PER_USER`` live keys."""
+        key, record = self.store.create(
+            name,
+            scopes,
+            owner_id=owner_id,
+            expires_in_days=expires_in_days,
+            known_scopes=self.known_scopes(),
+            max_live=self.per_user,
+        )
         audit.info("api key created", extra={"api_key_id": record.id, "owner_id": owner_id, "actor": actor})
         self.am.hooks.trigger("api_key_created", api_key=record.public(), actor=actor)
         return {"key": key, "api_key": record.public()}
+
+    def known_scopes(self) -> frozenset[str]:
+        """Every scope an endpoint declares: the loaded actions' and, within an app context
+        (a request, the CLI), the ``@protect``-ed routes' (whose view carries its declaration
+        for OpenAPI)."""
+        scopes = {s for action in self.am.actions.registry.actions.values() for s in action.requirement.scopes}
+        views = current_app.view_functions.values() if has_app_context() else ()
+        for view in views:
+            spec = getattr(getattr(view, "__keel_openapi__", None), "spec", None)
+            scopes.update(getattr(spec, "scopes", ()))
+        return frozenset(scopes)
 
     def list(self, owner_id: int | None = None, *, all_owners: bool = False) -> list[dict[str, Any]]:
         return [r.public() for r in self.store.list(owner_id, all_owners=all_owners)]

@@ -13,7 +13,12 @@ The facade a reader finds first; the concepts live in :mod:`core.auth`:
   Redis holds every user's state, kept in step with the ``users`` table by the store's
   watcher and, for rows changed by hand, by a background sync (``start()``);
 - :mod:`core.auth.users` — the user store (``am.jwt.users``, also the ``users`` service);
-  ``start()`` gives a table created before usernames had a normalised key its column.
+  ``start()`` gives a table created before usernames had a normalised key its column;
+- :mod:`core.auth.devices` — device tokens (``am.jwt.devices``): a login presenting one of
+  its user's is counted apart from the username's attempts (OWASP device cookies).
+
+No token is issued to a banned user (SPEC §6): a login or a refresh of a user under a ban
+answers 403 ``banned`` with ``Retry-After``.
 
 Every revocation is written to the ``keel.audit`` log and fires the ``tokens_revoked`` hook.
 """
@@ -27,11 +32,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Flask
 
+from core.auth.devices import DeviceTokens
 from core.auth.families import RefreshFamilies
 from core.auth.revocation import Revocation
 from core.auth.tokens import Tokens
 from core.auth.users import UserStore
-from core.errors import NotFound, ServiceUnavailable, Unauthorized
+from core.errors import Banned, NotFound, ServiceUnavailable, Unauthorized
 from core.managers.base import Manager
 
 if TYPE_CHECKING:
@@ -56,6 +62,8 @@ class JWTManager(Manager):
         self.tokens = Tokens.from_settings(am.settings)
         self.users = UserStore(am.db, am.settings["APP_ENV"])
         self.refresh_families = RefreshFamilies(am.db)
+        # Keyed by API_KEY_PEPPER (checked by the API key manager: set, ≥ 16 bytes).
+        self.devices = DeviceTokens((am.settings["API_KEY_PEPPER"] or "").encode(), int(am.settings["AUTH_DEVICE_TTL"]))
         lifetime = self.tokens.max_ttl + self.tokens.leeway
         self.revocation = Revocation(am.db, am.redis, self.users, lifetime)
         self.users.watch(self._user_changed)
@@ -125,7 +133,9 @@ class JWTManager(Manager):
 
     # -- tokens -------------------------------------------------------------------------------
     def issue_pair(self, user: User) -> dict[str, Any]:
-        """A new access/refresh pair starting a new refresh family (login)."""
+        """A new access/refresh pair starting a new refresh family (login); :class:`Banned`
+        while the user is banned."""
+        self._unless_banned(user.id)
         fam, jti = self.refresh_families.start(user.id)
         return self.tokens.pair(user, fam, jti)
 
@@ -133,12 +143,14 @@ class JWTManager(Manager):
         """Rotate: spend ``token`` and return a new pair of the same family.
 
         A spent (or unknown) refresh token of a live family is a reuse: the family is revoked.
+        A banned user's refresh is refused (:class:`Banned`) without spending the token.
         """
         claims = self.tokens.decode(token, "refresh")
         user_id, fam = int(claims["sub"]), claims["fam"]
         user = self.users.get(user_id)
         if user is None or not user.active or user.token_version != claims["ver"]:
             raise Unauthorized()
+        self._unless_banned(user_id)
         new_jti = self.refresh_families.rotate(fam, claims["jti"], user_id)
         if new_jti is None:
             if self.refresh_families.is_live(fam):
@@ -146,6 +158,12 @@ class JWTManager(Manager):
                 self.revoke_family(fam, user_id=user_id, reason="refresh_reuse")
             raise Unauthorized()
         return self.tokens.pair(user, fam, new_jti)
+
+    def _unless_banned(self, user_id: int) -> None:
+        """Raise :class:`Banned` (403, ``Retry-After``) while ``user:<user_id>`` is banned."""
+        remaining = self.am.limiter.ban_remaining("user", str(user_id))
+        if remaining is not None:
+            raise Banned(retry_after=remaining)
 
     def decode(self, token: Any, expected_type: str) -> dict[str, Any]:
         """Verified claims of ``token`` or :class:`Unauthorized` (local: no Redis, no database)."""

@@ -1,9 +1,19 @@
 """RateLimiterManager: sliding-window limits and bans (SPEC §7, §8's per-message limit).
 
 - Levels: per IP (``RATE_LIMIT_IP``), per user (``RATE_LIMIT_USER``), per API key
-  (``RATE_LIMIT_API_KEY``), per action and identity (YAML ``rate_limit``; identity = API key >
-  user > IP), login attempts per username and per IP (``RATE_LIMIT_LOGIN``), and any key a
-  caller names through :meth:`RateLimiterManager.hit` (the WebSocket message limit).
+  (``RATE_LIMIT_API_KEY``), per action and identity (YAML ``rate_limit``; identity = the user,
+  or the API key's owner, else the key without an owner, else the IP), login attempts per IP and
+  per username — or per device token (:mod:`core.auth.devices`) — (``RATE_LIMIT_LOGIN``), and
+  any key a caller names through :meth:`RateLimiterManager.hit` (the WebSocket message limit).
+- A key acts for its owner (SPEC §6): an owned key's request counts toward its owner's user
+  level and their per-action buckets (shared with the owner's tokens and other keys), plus the
+  key's own level; a ban of the owner refuses their keys. A key's limits can only be stricter
+  than its owner's, never looser. Its violations are its own (the caller's): a runaway key
+  gets itself banned, not its owner's account.
+- ``BAN_EXEMPT_NETWORKS`` (:mod:`core.limits.exempt`; default: loopback in development and
+  test): clients there are never rate limited, never refused for a ban of their IP and never
+  blamed for a violation (so never auto-banned); a ban of the user or key they act as still
+  applies.
 - Algorithm: sliding log, exact (see ``core/limits/sliding_window.lua``). With ``REDIS_URL``,
   everything one request needs — its bans, every limit, the token deny-list values — is ONE
   ``EVALSHA``; without it, :class:`~core.limits.memory.MemoryStore` runs the same algorithm.
@@ -30,9 +40,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from flask import Flask
 
 from core import metrics
+from core.auth.users import username_key
 from core.breaker import CLOSED, OPEN
-from core.errors import Banned, RateLimited
+from core.errors import Banned, RateLimited, ValidationError
 from core.limits.bans import BanRecords, Bans, bans_table
+from core.limits.exempt import LOOPBACK, ExemptNetworks
 from core.limits.memory import MemoryStore
 from core.limits.parse import Tier, parse_limit
 from core.limits.plan import (
@@ -83,6 +95,7 @@ class RateLimiterManager(Manager):
     api_key_tiers: tuple[Tier, ...]
     login_tiers: tuple[Tier, ...]
     trusted_proxies: int
+    exempt: ExemptNetworks
 
     # -- lifecycle ---------------------------------------------------------------------------
     def init_app(self, app: Flask, am: AppManager) -> None:
@@ -93,6 +106,10 @@ class RateLimiterManager(Manager):
         self.api_key_tiers = parse_limit(s["RATE_LIMIT_API_KEY"])
         self.login_tiers = parse_limit(s["RATE_LIMIT_LOGIN"])
         self.trusted_proxies = int(s["TRUSTED_PROXY_COUNT"])
+        networks = s["BAN_EXEMPT_NETWORKS"]
+        if networks is None:  # the default: loopback in development and test, nothing elsewhere
+            networks = list(LOOPBACK) if s["APP_ENV"] in ("development", "test") else []
+        self.exempt = ExemptNetworks(networks, source=s.source("BAN_EXEMPT_NETWORKS"))
         base_ms = int(s["BAN_DURATION"]) * 1000
         self.policy = BanPolicy(
             after=int(s["BAN_AFTER_VIOLATIONS"]),
@@ -174,10 +191,15 @@ class RateLimiterManager(Manager):
         revocation_keys: list[str] | None = None,
         ip_limited: bool = False,
     ) -> Outcome:
-        """Bans (IP, principal), the IP limit, the principal's level, the action's own limit and
-        the deny-list keys, in one store call. ``identity_limits=False`` (authentication or
-        authorization failed) applies only the IP level; ``ip_limited``: the IP limit was
-        already counted for this request (by the route step of :mod:`core.http.limits`)."""
+        """Bans (IP, principal, an API key's owner), the IP limit, the principal's level (an
+        owned key's: its owner's user level and its own), the action's own limit (keyed by the
+        user, an API key's owner, a key without one, else the IP) and the deny-list keys, in
+        one store call. ``identity_limits=False`` (authentication or authorization failed)
+        applies only the IP level; ``ip_limited``: the IP limit was already counted for this
+        request (by the route step of :mod:`core.http.limits`). A client in
+        ``BAN_EXEMPT_NETWORKS``: only the principal's bans and the deny-list keys."""
+        if self.exempt.networks and ip in self.exempt:
+            return self._check_exempt(principal, revocation_keys)
         identities = [("ip", ip)]
         limits: list[LimitCheck] = []
         ip_key = "ip:" + ip
@@ -185,11 +207,21 @@ class RateLimiterManager(Manager):
             limits.append(LimitCheck("ip", ip_key, self.ip_tiers, 0))
         blame, ident_key = 0, ip_key
         if principal is not None:
-            identities.append((principal.kind, str(principal.id)))
-            blame, ident_key = 1, f"{principal.kind}:{principal.id}"
-            if identity_limits:
-                tiers = self.api_key_tiers if principal.kind == "api_key" else self.user_tiers
-                limits.append(LimitCheck(principal.kind, ident_key, tiers, blame))
+            kind = principal.kind
+            identities.append((kind, str(principal.id)))
+            blame, ident_key = 1, f"{kind}:{principal.id}"
+            owner = principal.owner_id
+            if owner is not None:
+                # An owned API key: the key's own level, then its owner's user level and action
+                # buckets; a violation is the key's (the caller's), a ban of the owner refuses it.
+                identities.append(("user", str(owner)))
+                if identity_limits:
+                    limits.append(LimitCheck(kind, ident_key, self.api_key_tiers, 1))
+                    limits.append(LimitCheck("user", f"user:{owner}", self.user_tiers, 1))
+                ident_key = f"user:{owner}"
+            elif identity_limits:
+                tiers = self.api_key_tiers if kind == "api_key" else self.user_tiers
+                limits.append(LimitCheck(kind, ident_key, tiers, 1))
         if identity_limits and requirement.rate_limit:
             tiers = parse_limit(requirement.rate_limit)
             limits.append(LimitCheck("action", f"action:{requirement.name}:{ident_key}", tiers, blame))
@@ -198,8 +230,21 @@ class RateLimiterManager(Manager):
             return Outcome(ADMITTED, 0)
         return self.evaluate(Plan(identities, limits, list(revocation_keys or ())))
 
+    def _check_exempt(self, principal: Principal | None, revocation_keys: list[str] | None) -> Outcome:
+        """An exempt client: no limit and no IP ban; the principal's (and an API key owner's)
+        bans and the deny-list keys are still read, in one store call."""
+        if principal is None:
+            return Outcome(ADMITTED, 0)
+        identities = [(principal.kind, str(principal.id))]
+        if principal.owner_id is not None:
+            identities.append(("user", str(principal.owner_id)))
+        return self.evaluate(Plan(identities, [], list(revocation_keys or ())))
+
     def check_ip(self, ip: str) -> Outcome:
-        """The IP's bans and its limit (the route step of every non-action endpoint)."""
+        """The IP's bans and its limit (the route step of every non-action endpoint); nothing
+        for an exempt client."""
+        if self.exempt.networks and ip in self.exempt:
+            return Outcome(ADMITTED, 0)
         return self.evaluate(Plan([("ip", ip)], [LimitCheck("ip", "ip:" + ip, self.ip_tiers, 0)]))
 
     @staticmethod
@@ -215,18 +260,24 @@ class RateLimiterManager(Manager):
         return None
 
     # -- login (called by the auth module) ---------------------------------------------------
-    def login_attempt(self, username: str, ip: str) -> None:
-        """Count a login attempt per username and per IP; raise :class:`RateLimited` (or
-        :class:`Banned`) when either is over ``RATE_LIMIT_LOGIN``. Rejections count toward the
-        IP's ban."""
-        name = username.strip().lower()[:200]
-        plan = Plan(
-            [("ip", ip)],
-            [
-                LimitCheck("login", f"login:ip:{ip}", self.login_tiers, 0),
-                LimitCheck("login", f"login:user:{name}", self.login_tiers, 0),
-            ],
-        )
+    def login_attempt(self, username: str, ip: str, *, device: str | None = None) -> None:
+        """Count a login attempt per IP and per username — or, for an attempt presenting a
+        valid device token of that user (``device``: its id, see :mod:`core.auth.devices`),
+        per device instead: strangers who use up the username's attempts do not lock its owner
+        out of their own devices. Raise :class:`RateLimited` (or :class:`Banned`) when one is
+        over ``RATE_LIMIT_LOGIN``. Rejections count toward the IP's ban. Nothing is counted
+        for a client in ``BAN_EXEMPT_NETWORKS``.
+
+        The username bucket is keyed by the name's normalised form (NFKC + case folding), the
+        form login matches accounts by: ``alice``, ``ALICE`` and ``ａｌｉｃｅ`` are one bucket."""
+        if self.exempt.networks and ip in self.exempt:
+            return
+        if device is not None:
+            second = LimitCheck("login", f"login:device:{device}", self.login_tiers, 0)
+        else:
+            name = username_key(username.strip()[:200])[:200]
+            second = LimitCheck("login", f"login:user:{name}", self.login_tiers, 0)
+        plan = Plan([("ip", ip)], [LimitCheck("login", f"login:ip:{ip}", self.login_tiers, 0), second])
         outcome = self.evaluate(plan)
         error = self.banned_error(outcome) or self.limited_error(outcome)
         if error is not None:
@@ -234,7 +285,9 @@ class RateLimiterManager(Manager):
 
     def login_failed(self, username: str, ip: str) -> None:
         """A failed login is a violation of the IP (never of the username: that would let
-        anyone ban a user by guessing passwords)."""
+        anyone ban a user by guessing passwords); none for an exempt client."""
+        if self.exempt.networks and ip in self.exempt:
+            return
         self.evaluate(Plan([("ip", ip)], [], force_violation=0))
 
     # -- generic limit (WebSocket messages, module code) -----------------------------------
@@ -270,7 +323,11 @@ class RateLimiterManager(Manager):
 
     # -- bans (core.limits.bans) -------------------------------------------------------------
     def ban(self, kind: str, identifier: str, seconds: int, actor: str = "admin") -> dict[str, Any]:
-        """Ban ``kind:identifier`` for ``seconds`` (admin action, CLI)."""
+        """Ban ``kind:identifier`` for ``seconds`` (admin action, CLI). An address in
+        ``BAN_EXEMPT_NETWORKS`` is refused (400): its ban would never apply."""
+        if kind == "ip" and self.exempt and str(identifier).strip() in self.exempt:
+            message = f"{identifier} is in BAN_EXEMPT_NETWORKS ({self.exempt}): a ban would never apply"
+            raise ValidationError(details=[{"param": "identifier", "message": message}])
         return self.bans.ban(kind, identifier, seconds, actor)
 
     def lift_ban(self, kind: str, identifier: str, actor: str = "admin") -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The ``auth`` module: users, tokens and API keys over HTTP (SPEC §6), under ``/auth``.
 
-Routes are thin: the JWT manager (``am.jwt``), its user store (``am.jwt.users``) and the API
-key manager (``am.api_keys``) do the work. Every route is ``@protect``-ed, so bans, rate limits,
-parameter validation, the error shape and the OpenAPI entry work as for any action; login also
-reports attempts and failures to the limiter (per-username / per-IP login limits, failed logins
-counting toward bans).
+Routes are thin: the JWT manager (``am.jwt``), its user store (``am.jwt.users``), its device
+tokens (``am.jwt.devices``) and the API key manager (``am.api_keys``) do the work. Every route
+is ``@protect``-ed, so bans, rate limits, parameter validation, the error shape and the OpenAPI
+entry work as for any action; login also reports attempts and failures to the limiter (per-IP
+and per-username — or per-device-token — login limits, failed logins counting toward bans), and
+answers with a device token (JSON field and cookie, see :mod:`core.auth.devices`). Creating
+API keys has its own per-user limit (``RATE_LIMIT_API_KEY_CREATE``).
 
 The routes accept and ignore parameters they do not declare (``additional_params=True``), as
 they always have.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response, after_this_request, request
 
 from core import (
     PASSWORD_MAX,
@@ -32,6 +34,11 @@ audit = logging.getLogger("keel.audit")
 
 _STRING = {"type": "string", "required": True, "minLength": 1}
 CREDENTIALS = {"username": _STRING, "password": _STRING}
+LOGIN = {
+    **CREDENTIALS,
+    # a device token this login route returned earlier (API clients; browsers send the cookie)
+    "device_token": {"type": "string", "nullable": True, "maxLength": 512, "secret": True},
+}
 NEW_USER = {
     "username": {"type": "string", "required": True, "pattern": USERNAME_RE.pattern},
     "password": {"type": "string", "required": True, "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
@@ -79,17 +86,28 @@ class Auth(BaseModule):
 
         @bp.post("/login")
         @protect(
-            auth="public", params=CREDENTIALS, additional_params=True, summary="Log in: a token pair", no_store=True
+            auth="public", params=LOGIN, additional_params=True, summary="Log in: a token pair", no_store=True
         )
         def login(params: dict[str, Any], ctx: ActionContext) -> Any:
+            """Answers a token pair and a ``device_token`` (also set as the ``keel_device``
+            cookie): send it back with later logins from this device (``device_token``), so
+            that they are counted apart from other clients' attempts for this username."""
             username, password = params["username"], params["password"]
-            am.limiter.login_attempt(username, ctx.client_ip)
+            devices = am.jwt.devices
+            device = devices.verify(params.get("device_token"), username) or devices.verify(
+                request.cookies.get(devices.cookie), username
+            )
+            am.limiter.login_attempt(username, ctx.client_ip, device=device)
             user = am.jwt.users.verify_password(username, password)
             if user is None:
                 am.limiter.login_failed(username, ctx.client_ip)
                 audit.warning("login failed", extra={"username": _safe_username(username), "client_ip": ctx.client_ip})
                 raise InvalidCredentials()
             tokens = am.jwt.issue_pair(user)
+            device_token = devices.issue(user)
+            if device_token is not None:
+                tokens["device_token"] = device_token
+                _set_device_cookie(devices.cookie, device_token, devices.ttl)
             audit.info("login", extra={"user_id": user.id, "client_ip": ctx.client_ip})
             am.hooks.trigger("user_logged_in", user=user.public(), client_ip=ctx.client_ip)
             return tokens
@@ -131,9 +149,12 @@ class Auth(BaseModule):
             status=201,
             summary="Create an API key (the full key is in this answer only)",
             no_store=True,
+            rate_limit=am.settings["RATE_LIMIT_API_KEY_CREATE"],
         )
         def create_api_key(params: dict[str, Any], ctx: ActionContext) -> Any:
-            """An admin may create a key for another user: ``owner_id``, their id or username."""
+            """An admin may create a key for another user: ``owner_id``, their id or username.
+            ``scopes``: scopes that endpoints declare. A user holds at most
+            ``API_KEYS_PER_USER`` live keys (409 beyond)."""
             owner_id = _user(ctx)["id"]
             if params.get("owner_id") is not None:
                 if not ctx.has_role("admin"):
@@ -158,6 +179,17 @@ class Auth(BaseModule):
             user = _user(ctx)
             am.api_keys.revoke(params["key_id"], owner_id=user["id"], admin=ctx.has_role("admin"), actor=ctx.identity)
             return {"revoked": params["key_id"]}
+
+
+def _set_device_cookie(name: str, token: str, ttl: int) -> None:
+    """The device token as a cookie for browsers: only sent back to the login route, never
+    readable by scripts, never over plain HTTP (but to localhost), never cross-site."""
+    path = request.path
+
+    @after_this_request
+    def set_cookie(response: Response) -> Response:
+        response.set_cookie(name, token, max_age=ttl, path=path, secure=True, httponly=True, samesite="Strict")
+        return response
 
 
 def _user(ctx: ActionContext) -> dict[str, Any]:

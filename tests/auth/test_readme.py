@@ -46,14 +46,34 @@ def run_curl(client: Any, command: str, env: dict[str, str]) -> tuple[int, Any, 
     return resp.status_code, resp.get_json(), expected
 
 
+def lift_a_ban(app: Any, client: Any, command: str) -> None:
+    """``flask --app app bans lift ip ADDRESS``, after five wrong passwords from ADDRESS banned
+    it (the README's words): the address logs in again."""
+    argv = shlex.split(command)
+    assert argv[:6] == ["flask", "--app", "app", "bans", "lift", "ip"], command
+    address = {"environ_base": {"REMOTE_ADDR": argv[6]}}
+    wrong = {"username": "alice", "password": "wrong-password"}
+    codes = [client.post("/auth/login", json=wrong, **address).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [403], codes
+    result = app.test_cli_runner().invoke(args=argv[3:])
+    assert result.exit_code == 0, result.output
+    right = {"username": "alice", "password": "correct horse battery"}
+    assert client.post("/auth/login", json=right, **address).status_code == 200
+
+
 def test_readme_auth_section_replays(auth_app: Any) -> None:
-    app = auth_app()
+    # the settings' defaults (a development machine's): loopback exempt, 5 violations ban
+    app = auth_app(BAN_AFTER_VIOLATIONS=5, BAN_EXEMPT_NETWORKS=None)
     client = app.test_client()
     runner = app.test_cli_runner()
     env: dict[str, str] = {}
     commands = section_commands()
     assert len([c for c in commands if c.startswith("curl")]) >= 10
+    assert any(c.startswith("flask --app app bans lift") for c in commands)
     for command in commands:
+        if command.startswith("flask"):
+            lift_a_ban(app, client, command)
+            continue
         if command.startswith("echo"):
             password, _, cli = command.partition("|")
             argv = shlex.split(cli)

@@ -223,7 +223,9 @@ def test_openapi_entries_come_from_the_declarations(app: Any) -> None:
     login_op = paths["/auth/login"]["post"]
     assert login_op["security"] == [] and set(login_op["responses"]) == {"200", "default"}
     body = login_op["requestBody"]["content"]["application/json"]["schema"]
-    assert body["required"] == ["username", "password"] and set(body["properties"]) == {"username", "password"}
+    assert body["required"] == ["username", "password"]
+    assert set(body["properties"]) == {"username", "password", "device_token"}
+    assert body["properties"]["device_token"]["writeOnly"] is True  # hardening 4: a device token
     register = paths["/auth/register"]["post"]
     assert set(register["responses"]) == {"201", "default"}
     props = register["requestBody"]["content"]["application/json"]["schema"]["properties"]

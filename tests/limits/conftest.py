@@ -58,6 +58,13 @@ def api_key(app: Any, name: str = "k") -> str:
     return str(app.extensions["keel"].api_keys.create(name, ["tasks:read"], owner_id=None)["key"])
 
 
+def owned_key(app: Any, username: str) -> str:
+    """A real API key of a new user."""
+    am = app.extensions["keel"]
+    user = am.jwt.users.create(username, PASSWORD)
+    return str(am.api_keys.create("k", ["tasks:read"], owner_id=user.id)["key"])
+
+
 def from_ip(ip: str) -> dict[str, Any]:
     return {"environ_base": {"REMOTE_ADDR": ip}}
 
