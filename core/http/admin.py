@@ -7,9 +7,10 @@ templates in ``core/http/templates/admin/``, no script at all, styles inline (th
 :mod:`core.http.pipeline` allows inline styles and nothing from elsewhere).
 
 Signing in: a username/password form checked the way ``POST /auth/login`` checks it — the
-limiter counts the attempt per username and per IP (``RATE_LIMIT_LOGIN``; over it 429, banned
-403), the user store verifies the password, a failure is a violation of the IP toward its ban.
-Only an admin gets a session; anyone else is refused with 403.
+limiter counts the attempt per IP and per username, or per device token (``RATE_LIMIT_LOGIN``;
+over it 429, banned 403), the user store verifies the password, a failure is a violation of the
+IP toward its ban, a banned user is refused. Only an admin gets a session; anyone else is
+refused with 403.
 
 The session is a cookie signed with ``ADMIN_SESSION_KEY`` (its own key: never the JWT key) that
 expires after ``ADMIN_SESSION_TTL`` seconds: HttpOnly, ``SameSite=Strict``, ``Secure`` over
@@ -48,7 +49,7 @@ from config import Settings
 from core.auth.identity import Principal, Requirement
 from core.auth.policy import has_role
 from core.auth.users import USERNAME_RE
-from core.errors import ConfigError, Forbidden, HTTPError, NotFound
+from core.errors import Banned, ConfigError, Forbidden, HTTPError, NotFound
 from core.http import limits
 from core.http.client import request_ip
 from core.http.state import get_state
@@ -330,18 +331,39 @@ def sign_in() -> BaseResponse:
     response = _home()
     sessions = _sessions()
     sessions.write(response, sessions.new(user), request)  # a new CSRF token with the new session
+    _set_device_cookie(response, am, user)
     return response
 
 
 def _check_password(am: AppManager, username: str, password: str, ip: str) -> User | None:
-    """The steps of ``POST /auth/login`` (modules/auth), in its order: count the attempt per
-    username and per IP (raises 429, or 403 while banned), verify the password (same work for
-    an unknown user), and count a failure as a violation of the IP toward its ban."""
-    am.limiter.login_attempt(username, ip)
+    """The steps of ``POST /auth/login`` (modules/auth), in its order: count the attempt per IP
+    and per username — or per device, for a browser holding a device token of that user from
+    an earlier sign-in here (:mod:`core.auth.devices`) — raising 429, or 403 while banned;
+    verify the password (the same work for an unknown user); count a failure as a violation of
+    the IP toward its ban; refuse a banned user (403 ``banned``)."""
+    devices = am.jwt.devices
+    device = devices.verify(request.cookies.get(devices.cookie), username)
+    am.limiter.login_attempt(username, ip, device=device)
     user = am.jwt.users.verify_password(username, password)
     if user is None:
         am.limiter.login_failed(username, ip)
+        return None
+    remaining = am.limiter.ban_remaining("user", str(user.id))
+    if remaining is not None:
+        raise Banned(retry_after=remaining)
     return user
+
+
+def _set_device_cookie(response: BaseResponse, am: AppManager, user: User) -> None:
+    """A device token of ``user``, sent back only to this sign-in form (as ``POST /auth/login``
+    sets one for its own path): strangers' wrong passwords for this name then do not lock this
+    browser out."""
+    devices = am.jwt.devices
+    token = devices.issue(user)
+    if token is not None:
+        response.set_cookie(
+            devices.cookie, token, max_age=devices.ttl, path=request.path, secure=True, httponly=True, samesite="Strict"
+        )
 
 
 def _safe_username(value: str) -> str:

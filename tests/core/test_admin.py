@@ -422,3 +422,33 @@ def test_the_readme_admin_page_walkthrough(make_app: Callable[..., Any]) -> None
     revoked = app.test_cli_runner().invoke(args=shlex.split(revoke)[3:])
     assert revoked.exit_code == 0, revoked.output
     assert is_sign_in_form(client.get("/admin"))
+
+
+def test_a_banned_admin_cannot_sign_in(client: Any, am: Any) -> None:
+    am.limiter.ban("user", str(am.jwt.users.by_username(ADMIN[0]).id), 600, actor="test")
+    refused = sign_in(client, *ADMIN)
+    assert refused.status_code == 403 and error_code(refused) == "banned" and refused.headers["Retry-After"]
+    assert not refused.headers.getlist("Set-Cookie")
+
+
+def test_strangers_guessing_do_not_lock_out_a_browser_that_signed_in_before(admin_app: Callable[..., Any]) -> None:
+    """The device tokens of /auth/login: this browser's sign-ins count apart from the name's."""
+    app = admin_app(RATE_LIMIT_LOGIN="3/minute", BAN_AFTER_VIOLATIONS=100)
+
+    def browser(ip: str) -> Any:
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = ip
+        return client
+
+    owner = browser("198.51.100.1")
+    signed = sign_in(owner, *ADMIN)
+    device = [c for c in signed.headers.getlist("Set-Cookie") if c.startswith("keel_device=")]
+    assert len(device) == 1 and "Path=/admin/login" in device[0] and "HttpOnly" in device[0]
+    owner.post("/admin/logout", data={"csrf_token": csrf_of(signed_in_page(owner))})
+
+    stranger = browser("198.51.100.2")
+    for _ in range(2):  # with the owner's first sign-in, the name's 3 attempts
+        assert is_sign_in_form(sign_in(stranger, ADMIN[0], "wrong-password"))
+    assert sign_in(stranger, ADMIN[0], "wrong-password").status_code == 429
+    assert sign_in(browser("198.51.100.3"), *ADMIN).status_code == 429  # the name's attempts are used up
+    assert sign_in(owner, *ADMIN).status_code == 303  # this browser's are not
