@@ -126,10 +126,14 @@ SETTINGS: tuple[Setting, ...] = (
     # --- websocket -------------------------------------------------------------------------
     S("WS_AUTO_CREATE_ROOMS", "bool", True),
     S("WS_MESSAGE_RATE", "limit", "20/second"),
+    # --- admin page ------------------------------------------------------------------------
+    S("ADMIN_SESSION_KEY", "str", None, secret=True,
+      help="signs /admin session cookies, ≥ 32 bytes (generated in development); unset in production: /admin off"),
+    S("ADMIN_SESSION_TTL", "int", 1800, minimum=60, maximum=86400, help="seconds an /admin sign-in lasts"),
 )
 
 # Settings whose value, when no source has one, is generated in development/test.
-GENERATED = {"JWT_SECRET_KEY", "API_KEY_PEPPER", "ENCRYPTION_KEYS"}
+GENERATED = {"JWT_SECRET_KEY", "API_KEY_PEPPER", "ENCRYPTION_KEYS", "ADMIN_SESSION_KEY"}
 
 # Read from the environment only: they locate the other sources.
 BOOTSTRAP = {"SECRETS_DIR"}

@@ -3,7 +3,12 @@
 Generated from the loaded registry and ``app.url_map``, never written by hand (DESIGN habit
 12). A view function may carry ``__keel_openapi__`` (a dict merged into its operations, e.g.
 ``{"security": [], "summary": "..."}``, or ``f(method, path_parameters) -> dict`` as
-``core.http.protect`` sets it) to describe itself better than the defaults.
+``core.http.protect`` sets it) to describe itself better than the defaults, or ``False`` to be
+left out (a page for people, not an API: ``/admin``).
+
+Operations are grouped by module: the tag of an action is its module, of a module's own route
+(blueprint ``module_<name>``) the module's name, of the framework's routes ``keel``. A summary is
+the first sentence of the description or docstring, as plain text.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ SKIPPED_ENDPOINTS = frozenset(
     {"static", "keel_actions.call_action", "keel_actions.call_action_path", "keel_docs.docs_asset"}
 )
 _RULE_PARAM = re.compile(r"<(?:([A-Za-z_]\w*)(?:\([^)]*\))?:)?([A-Za-z_]\w*)>")
+FRAMEWORK_TAG = "keel"
+MODULE_BLUEPRINT = "module_"  # core.managers.modules names a module's blueprint module_<name>
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer"},
     "float": {"type": "number"},
@@ -79,6 +87,22 @@ def _components() -> dict[str, Any]:
             }
         },
     }
+
+
+def summary_of(text: str | None, fallback: str) -> str:
+    """The first sentence of ``text``'s first paragraph on one line, reST literals as plain
+    text (Swagger UI shows a summary verbatim); ``fallback`` when there is no text."""
+    paragraph = " ".join((text or "").strip().split("\n\n")[0].split())
+    first = _SENTENCE_END.split(paragraph.replace("``", ""), maxsplit=1)[0]
+    return first or fallback
+
+
+def route_tag(endpoint: str) -> str:
+    """The group of a route: its module's name, or ``keel`` for the framework's own."""
+    blueprint, dot, _ = endpoint.partition(".")
+    if dot and blueprint.startswith(MODULE_BLUEPRINT):
+        return blueprint.removeprefix(MODULE_BLUEPRINT)
+    return FRAMEWORK_TAG
 
 
 def _action_operations(action: CompiledAction) -> tuple[str, dict[str, Any]]:
@@ -140,7 +164,7 @@ def _operation(spec: ActionSpec, method: str, success: dict[str, Any]) -> dict[s
     op: dict[str, Any] = {
         "operationId": spec.name if len(spec.methods) == 1 else f"{spec.name}_{method.lower()}",
         "tags": [spec.module],
-        "summary": (spec.description.strip().splitlines() or [spec.name])[0],
+        "summary": summary_of(spec.description, spec.name),
         "security": SECURITY_BY_AUTH[spec.auth],
         "responses": {
             "200": {"description": "Success", "content": {"application/json": {"schema": success}}},
@@ -218,13 +242,16 @@ def _route_operations(app: Flask) -> dict[str, dict[str, Any]]:
             for m in _RULE_PARAM.finditer(rule.rule)
         ]
         view = app.view_functions.get(rule.endpoint)
-        doc = (getattr(view, "__doc__", None) or "").strip()
         extra = getattr(view, "__keel_openapi__", None)  # a dict, or a @protect'ed route's builder
+        if extra is False:
+            continue
+        tag, name = route_tag(rule.endpoint), rule.endpoint.rpartition(".")[2]
+        summary = summary_of(getattr(view, "__doc__", None), name.replace("_", " ").capitalize())
         for method in methods:
             op: dict[str, Any] = {
-                "operationId": re.sub(r"\W", "_", f"{rule.endpoint}_{method.lower()}"),
-                "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
-                "summary": doc.splitlines()[0] if doc else rule.endpoint,
+                "operationId": re.sub(r"\W", "_", f"{tag}_{name}_{method.lower()}"),
+                "tags": [tag],
+                "summary": summary,
                 "responses": {"200": {"description": "OK"}, "default": ERROR_REF},
             }
             if rule.endpoint in PUBLIC_ENDPOINTS:
@@ -246,7 +273,11 @@ def build_openapi(registry: Registry, app: Flask, version: str) -> dict[str, Any
     for action in registry.actions.values():
         url, operations = _action_operations(action)
         paths.setdefault(url, {}).update(operations)
-    tags = sorted({a.module for a in registry.actions.values()})
+    # Swagger UI shows the groups in this order: the modules by name, then the framework's routes.
+    used = {tag for ops in paths.values() for op in ops.values() for tag in op["tags"]}
+    tags: list[dict[str, str]] = [{"name": t} for t in sorted(used - {FRAMEWORK_TAG})]
+    if FRAMEWORK_TAG in used:
+        tags.append({"name": FRAMEWORK_TAG, "description": "The framework's routes: health, metrics, this description"})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -256,7 +287,7 @@ def build_openapi(registry: Registry, app: Flask, version: str) -> dict[str, Any
             '{"success": false, "error": {"code", "message", "details"}, "request_id"}.',
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in tags],
+        "tags": tags,
         "paths": dict(sorted(paths.items())),
         "components": _components(),
     }

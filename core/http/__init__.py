@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config import Settings
-from core.http import body, cors, dispatch, docs, errors, health
+from core.http import admin, body, cors, dispatch, docs, errors, health
 from core.http.pipeline import Pipeline
 
 
@@ -23,3 +23,4 @@ def install(app: Flask, settings: Settings) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(dispatch.bp)  # /actions, /openapi.json
     app.register_blueprint(docs.bp)  # /docs
+    admin.install(app, settings)  # /admin

@@ -13,6 +13,7 @@ EXEMPT_ENDPOINTS = frozenset({"keel_health.healthz", "keel_health.ready", "keel_
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Liveness: 200 whenever the process serves."""
     return jsonify({"status": "ok"})
 
 
@@ -34,6 +35,7 @@ def ready() -> Response:
 
 @bp.get("/health")
 def health() -> Response:
+    """Every manager and module: healthy, degraded (a fallback or a failed module) or unhealthy (503)."""
     am = current_app.extensions["keel"]
     report = am.health()
     response = jsonify(report)

@@ -23,6 +23,7 @@ bp = Blueprint("keel_metrics", __name__)
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics, in the text exposition format."""
     DB_POOL_IN_USE.set(current_app.extensions["keel"].db.pool_status().get("checked_out", 0))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -20,7 +20,7 @@ def _development_run(secrets: Path) -> dict[str, str]:
 def test_item_02_production_refuses_generated_secrets_wherever_read_from(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     generated = _development_run(secrets)
-    assert set(generated) == {"JWT_SECRET_KEY", "API_KEY_PEPPER", "ENCRYPTION_KEYS"}
+    assert set(generated) == {"JWT_SECRET_KEY", "API_KEY_PEPPER", "ENCRYPTION_KEYS", "ADMIN_SESSION_KEY"}
     assert all(is_generated(v) for v in generated.values())
     Fernet(generated["ENCRYPTION_KEYS"].encode())  # still a valid Fernet key for development
     # the same checkout started in production: the files are found and refused
@@ -29,6 +29,7 @@ def test_item_02_production_refuses_generated_secrets_wherever_read_from(tmp_pat
             load_settings({"APP_ENV": env, "SECRETS_DIR": str(secrets)}, {})
         assert "JWT_SECRET_KEY from file:" in str(refused.value)
         assert "API_KEY_PEPPER" in str(refused.value) and "ENCRYPTION_KEYS" in str(refused.value)
+        assert "ADMIN_SESSION_KEY" in str(refused.value)
         assert generated["JWT_SECRET_KEY"] not in str(refused.value)  # never the value itself
     # copied into the environment of another machine: still recognised
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY from env is a development key"):
