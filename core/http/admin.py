@@ -48,8 +48,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from config import Settings
 from core.auth.identity import Principal, Requirement
 from core.auth.policy import has_role
-from core.auth.users import USERNAME_RE
-from core.errors import Banned, ConfigError, Forbidden, HTTPError, NotFound
+from core.errors import ConfigError, Forbidden, HTTPError, InvalidCredentials, NotFound
 from core.http import limits
 from core.http.client import request_ip
 from core.http.state import get_state
@@ -318,10 +317,9 @@ def sign_in() -> BaseResponse:
     if not username or not password:
         return _sign_in_form(session, "Enter a username and a password.", username)
     am, ip = _am(), _ip()
-    user = _check_password(am, username, password, ip)
-    shown = _safe_username(username)
-    if user is None:
-        _audit("sign_in", "invalid_credentials", username=shown)
+    try:  # the same check as POST /auth/login (limits, device tokens, bans; audits a failure)
+        user = am.jwt.check_login(username, password, ip, (request.cookies.get(am.jwt.devices.cookie),))
+    except InvalidCredentials:
         return _sign_in_form(session, "Invalid username or password.", username)
     get_state().identity = f"user:{user.id}"
     if not has_role(user.roles, _REQUIREMENT.roles):
@@ -335,25 +333,6 @@ def sign_in() -> BaseResponse:
     return response
 
 
-def _check_password(am: AppManager, username: str, password: str, ip: str) -> User | None:
-    """The steps of ``POST /auth/login`` (modules/auth), in its order: count the attempt per IP
-    and per username — or per device, for a browser holding a device token of that user from
-    an earlier sign-in here (:mod:`core.auth.devices`) — raising 429, or 403 while banned;
-    verify the password (the same work for an unknown user); count a failure as a violation of
-    the IP toward its ban; refuse a banned user (403 ``banned``)."""
-    devices = am.jwt.devices
-    device = devices.verify(request.cookies.get(devices.cookie), username)
-    am.limiter.login_attempt(username, ip, device=device)
-    user = am.jwt.users.verify_password(username, password)
-    if user is None:
-        am.limiter.login_failed(username, ip)
-        return None
-    remaining = am.limiter.ban_remaining("user", str(user.id))
-    if remaining is not None:
-        raise Banned(retry_after=remaining)
-    return user
-
-
 def _set_device_cookie(response: BaseResponse, am: AppManager, user: User) -> None:
     """A device token of ``user``, sent back only to this sign-in form (as ``POST /auth/login``
     sets one for its own path): strangers' wrong passwords for this name then do not lock this
@@ -364,11 +343,6 @@ def _set_device_cookie(response: BaseResponse, am: AppManager, user: User) -> No
         response.set_cookie(
             devices.cookie, token, max_age=devices.ttl, path=request.path, secure=True, httponly=True, samesite="Strict"
         )
-
-
-def _safe_username(value: str) -> str:
-    """For the audit log: the name if it looks like one (never a pasted password or token)."""
-    return value if USERNAME_RE.fullmatch(value) else "<invalid>"
 
 
 @bp.post("/admin/logout")

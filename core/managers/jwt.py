@@ -36,8 +36,8 @@ from core.auth.devices import DeviceTokens
 from core.auth.families import RefreshFamilies
 from core.auth.revocation import Revocation
 from core.auth.tokens import Tokens
-from core.auth.users import UserStore
-from core.errors import Banned, NotFound, ServiceUnavailable, Unauthorized
+from core.auth.users import USERNAME_RE, UserStore
+from core.errors import Banned, InvalidCredentials, NotFound, ServiceUnavailable, Unauthorized
 from core.logs import audit
 from core.managers.base import Manager
 
@@ -50,6 +50,11 @@ if TYPE_CHECKING:
     from core.auth.users import User, UserChange
 
 logger = logging.getLogger(__name__)
+def _safe_username(value: Any) -> str:
+    """For the audit log: the name if it looks like one (never a pasted password or token)."""
+    return value if isinstance(value, str) and len(value) <= 64 and USERNAME_RE.fullmatch(value) else "<invalid>"
+
+
 # The audit event of each reason for revoking all of a user's tokens (anything else: tokens_revoked).
 _ALL_REVOKED_EVENTS = {
     "logout_all": "logout_all",
@@ -139,6 +144,23 @@ class JWTManager(Manager):
         return self.refresh_families.table
 
     # -- tokens -------------------------------------------------------------------------------
+    def check_login(self, username: str, password: str, client_ip: str, device_tokens: tuple[Any, ...] = ()) -> User:
+        """The one login check, for every sign-in form (``POST /auth/login``, ``/admin``):
+        count the attempt per IP and per username — or in its own bucket when one of
+        ``device_tokens`` is a valid device token of that user (OWASP device cookies) — raising
+        429, or 403 while banned; verify the password (the same work for an unknown name); on
+        failure count a violation of the IP, audit it and raise :class:`InvalidCredentials`;
+        refuse a banned user (403 ``banned``)."""
+        device = next((d for d in (self.devices.verify(t, username) for t in device_tokens) if d), None)
+        self.am.limiter.login_attempt(username, client_ip, device=device)
+        user = self.users.verify_password(username, password)
+        if user is None:
+            self.am.limiter.login_failed(username, client_ip)
+            audit("login", "failed", username=_safe_username(username))
+            raise InvalidCredentials()
+        self._unless_banned(user.id)
+        return user
+
     def issue_pair(self, user: User) -> dict[str, Any]:
         """A new access/refresh pair starting a new refresh family (login); :class:`Banned`
         while the user is banned."""

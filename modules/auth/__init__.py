@@ -25,7 +25,6 @@ from core import (
     ActionContext,
     BaseModule,
     Forbidden,
-    InvalidCredentials,
     audit,
     protect,
 )
@@ -48,11 +47,6 @@ NEW_KEY = {
     "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650, "nullable": True},
     # and "owner_id" (admins only: a user id or a username), undeclared: a parameter has one type
 }
-
-
-def _safe_username(value: Any) -> str:
-    """For the audit log: the name if it looks like one (never a pasted password or token)."""
-    return value if isinstance(value, str) and USERNAME_RE.fullmatch(value) and len(value) <= 64 else "<invalid>"
 
 
 class Auth(BaseModule):
@@ -88,17 +82,13 @@ class Auth(BaseModule):
             """Answers a token pair and a ``device_token`` (also set as the ``keel_device``
             cookie): send it back with later logins from this device (``device_token``), so
             that they are counted apart from other clients' attempts for this username."""
-            username, password = params["username"], params["password"]
             devices = am.jwt.devices
-            device = devices.verify(params.get("device_token"), username) or devices.verify(
-                request.cookies.get(devices.cookie), username
+            user = am.jwt.check_login(
+                params["username"],
+                params["password"],
+                ctx.client_ip,
+                (params.get("device_token"), request.cookies.get(devices.cookie)),
             )
-            am.limiter.login_attempt(username, ctx.client_ip, device=device)
-            user = am.jwt.users.verify_password(username, password)
-            if user is None:
-                am.limiter.login_failed(username, ctx.client_ip)
-                audit("login", "failed", username=_safe_username(username))
-                raise InvalidCredentials()
             tokens = am.jwt.issue_pair(user)
             device_token = devices.issue(user)
             if device_token is not None:
