@@ -209,12 +209,6 @@ class JWTManager(Manager):
         :meth:`revocation_keys` by the caller (``None``: read them here)."""
         self.revocation.check_token(principal.claims, values)
 
-    def revoke_token(self, claims: dict[str, Any], reason: str = "logout") -> None:
-        """Deny one token (by ``jti``) for the rest of its lifetime."""
-        user_id = int(claims["sub"])
-        self.revocation.deny("jti", claims["jti"], user_id, float(claims["exp"]) + self.leeway)
-        audit("token_revoked", user_id=user_id, reason=reason)
-
     def revoke_family(self, fam: str, *, user_id: int, reason: str, actor: str | None = None) -> None:
         """Deny every token of a refresh family."""
         self._deny_family(fam, user_id=user_id, reason=reason, actor=actor)
