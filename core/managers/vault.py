@@ -231,32 +231,8 @@ class VaultSource:
             if self.breaker.is_open:
                 return False  # read() probes; renewal waits until Vault answers again
             try:
-                if self.token_ttl is None:
-                    if not self._logged_in:
-                        return True  # read() logs in first
-                    self._note_token(self.client.auth.token.lookup_self()["data"])
-                if self.token_expires_at is None or self.token_ttl in (None, 0):
-                    return True
-                remaining = self.token_expires_at - time.monotonic()
-                if remaining > (self.token_ttl or 0) / 3:
-                    return True
-                if self.token_renewable:
-                    previous_ttl = self.token_ttl or 0
-                    try:
-                        self._note_token(self.client.auth.token.renew_self()["auth"])
-                        renewed = (self.token_ttl or 0) >= previous_ttl / 2
-                        if renewed or self.auth_method != "approle":
-                            logger.info("vault token renewed (ttl %ss)", int(self.token_ttl or 0))
-                            return True
-                        # Capped by the token's max TTL: AppRole gets a fresh token below.
-                    except hvac.exceptions.VaultError:
-                        if self.auth_method != "approle":
-                            raise
-                if self.auth_method == "approle":
-                    self._login()
-                    logger.info("vault AppRole login renewed the token (ttl %ss)", int(self.token_ttl or 0))
-                else:
-                    self.token_expires_at = None  # not renewable: nothing more we can do; reads will tell
+                if self._renewal_due():
+                    self._renew_token()
                 return True
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
                 if isinstance(exc, self.breaker.failures):
@@ -266,6 +242,35 @@ class VaultSource:
                     self._logged_in = False
                 self._fail(exc, "token renewal")
                 return False
+
+    def _renewal_due(self) -> bool:
+        """Whether two thirds of the token's TTL are used (its TTL is looked up once)."""
+        if self.token_ttl is None:
+            if not self._logged_in:
+                return False  # read() logs in first
+            self._note_token(self.client.auth.token.lookup_self()["data"])
+        if self.token_expires_at is None or self.token_ttl in (None, 0):
+            return False
+        return self.token_expires_at - time.monotonic() <= (self.token_ttl or 0) / 3
+
+    def _renew_token(self) -> None:
+        """Renew a renewable token; AppRole logs in again when renewal cannot extend it."""
+        if self.token_renewable:
+            previous_ttl = self.token_ttl or 0
+            try:
+                self._note_token(self.client.auth.token.renew_self()["auth"])
+                if (self.token_ttl or 0) >= previous_ttl / 2 or self.auth_method != "approle":
+                    logger.info("vault token renewed (ttl %ss)", int(self.token_ttl or 0))
+                    return
+                # Capped by the token's max TTL: AppRole gets a fresh token below.
+            except hvac.exceptions.VaultError:
+                if self.auth_method != "approle":
+                    raise
+        if self.auth_method == "approle":
+            self._login()
+            logger.info("vault AppRole login renewed the token (ttl %ss)", int(self.token_ttl or 0))
+        else:
+            self.token_expires_at = None  # not renewable: nothing more we can do; reads will tell
 
     def close(self) -> None:
         """Close the HTTP session (idempotent)."""
