@@ -8,9 +8,8 @@ import re
 from tests.conftest import ROOT
 from tests.deploy import k8s
 
-# Made by the commands the section shows (git-ignored), or by the nginx work of issue 11 item 2
-# (deploy/docker-compose.yml mounts it); drop it from here once it is in the repository.
-NOT_IN_THE_REPOSITORY = {"deploy/secrets/", "deploy/nginx.conf"}
+# Made by the commands the section shows (git-ignored).
+NOT_IN_THE_REPOSITORY = {"deploy/secrets/"}
 
 
 def _section() -> str:
