@@ -117,8 +117,22 @@ SETTINGS: tuple[Setting, ...] = (
     S("BAN_DURATION", "int", 3600, minimum=1),
     S("TRUSTED_PROXY_COUNT", "int", 0, minimum=0, maximum=16),
     # --- websocket -------------------------------------------------------------------------
-    S("WS_AUTO_CREATE_ROOMS", "bool", True),
-    S("WS_MESSAGE_RATE", "limit", "20/second"),
+    S("WS_AUTO_CREATE_ROOMS", "bool", True, help="join_room on an unknown room creates it, public; false: not_found"),
+    S("WS_MESSAGE_RATE", "limit", "20/second", help="Socket.IO events per connection; violations count toward bans"),
+    S(
+        "WS_LONG_POLLING",
+        "bool",
+        False,
+        help="also accept Socket.IO's HTTP long-polling: needs one worker per instance and sticky sessions",
+    ),
+    S(
+        "WS_PRESENCE_TTL",
+        "int",
+        15,
+        minimum=3,
+        maximum=25,
+        help="seconds without a heartbeat after which a dead process's room members are removed",
+    ),
 )
 
 # Settings whose value, when no source has one, is generated in development/test.

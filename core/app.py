@@ -14,6 +14,7 @@ from core.app_manager import AppManager
 from core.cli import register_cli
 from core.http import metrics
 from core.logs import configure_logging
+from core.websocket import events as websocket_events
 
 logger = logging.getLogger("keel")
 
@@ -63,6 +64,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
             source.close()
         raise
     metrics.install(app)
+    websocket_events.install(app)  # Socket.IO events: they use the HTTP guard, so installed here
     try:
         register_cli(app)
         am.start()

@@ -28,6 +28,13 @@ DB_POOL_IN_USE = Gauge("keel_db_pool_in_use", "Database connections checked out"
 VAULT_FALLBACK = Counter("keel_vault_fallback_total", "Secret reads served from cache or a fallback source")
 ACTION_RELOADS = Counter("keel_actions_reloads_total", "Action files reloaded")
 ACTION_RELOAD_ERRORS = Counter("keel_actions_reload_errors_total", "Action files rejected on reload")
+WS_CONNECTIONS = Gauge("keel_ws_connections", "Open Socket.IO connections", multiprocess_mode="livesum")
+WS_CONNECTS = Counter("keel_ws_connects_total", "Socket.IO connection attempts by outcome", ["outcome"])
+WS_EVENTS = Counter("keel_ws_events_total", "Socket.IO client events by event and outcome", ["event", "outcome"])
+WS_ROOM_MESSAGES = Counter("keel_ws_room_messages_total", "Room messages sent to a room")
+WS_FORCED_DISCONNECTS = Counter(
+    "keel_ws_forced_disconnects_total", "Connections dropped by the server (revocation, ban)", ["reason"]
+)
 
 ALL: tuple[MetricWrapperBase, ...] = (
     REQUESTS,
@@ -38,6 +45,11 @@ ALL: tuple[MetricWrapperBase, ...] = (
     VAULT_FALLBACK,
     ACTION_RELOADS,
     ACTION_RELOAD_ERRORS,
+    WS_CONNECTIONS,
+    WS_CONNECTS,
+    WS_EVENTS,
+    WS_ROOM_MESSAGES,
+    WS_FORCED_DISCONNECTS,
 )
 
 
