@@ -133,6 +133,7 @@ class WebSocketManager(Manager):
             self.rooms.store.forget_node()
         except ServiceUnavailable:
             logger.warning("websocket: Redis unavailable at shutdown; this process's members expire with its heartbeat")
+        self.socketio.server.shutdown()  # Engine.IO's service task
 
     # -- server API for modules ---------------------------------------------------------------
     def emit_to_room(self, room: str, event: str, data: Any) -> None:
@@ -185,8 +186,12 @@ class WebSocketManager(Manager):
         server.emit("force_disconnect", {"reason": reason}, to=conn.sid, namespace=NAMESPACE, ignore_queue=True)
         eio_sid = server.manager.eio_sid_from_sid(conn.sid, NAMESPACE)
         server.disconnect(conn.sid, namespace=NAMESPACE, ignore_queue=True)
-        if eio_sid is not None:
-            server.eio.disconnect(eio_sid)  # the transport too: a client that ignores DISCONNECT is gone
+        transport = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if transport is not None:
+            # The transport too, so that a client ignoring DISCONNECT is gone. Not through
+            # eio.disconnect(): it waits for the socket's queue to drain, forever when the
+            # client closed first; the service task forgets the closed socket.
+            transport.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
         self.rooms.leave_all(conn)
 
     def _on_tokens_revoked(self, user_id: Any = None, family: Any = None, reason: Any = None, **_: Any) -> None:
