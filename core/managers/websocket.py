@@ -63,7 +63,7 @@ class WebSocketManager(Manager):
     def __init__(self) -> None:
         self.node = uuid.uuid4().hex  # this process, in the store's heartbeat records
         self.registry = Registry()
-        self._heartbeat: Heartbeat | None = None
+        self.heartbeat: Heartbeat | None = None
         self._kicks: Subscription | None = None
         self._disposed = False
 
@@ -102,15 +102,15 @@ class WebSocketManager(Manager):
             store = MemoryRoomStore()
         self.rooms = Rooms(store, self.socketio.server, am.hooks, s["WS_AUTO_CREATE_ROOMS"])
         if am.redis.client is not None:
-            self._heartbeat = Heartbeat(self.rooms, self.registry, ttl / 3)
+            self.heartbeat = Heartbeat(self.rooms, self.registry, ttl / 3)
         am.hooks.register("tokens_revoked", self._on_tokens_revoked)
         am.hooks.register("api_key_revoked", self._on_api_key_revoked)
         am.hooks.register("identity_banned", self._on_identity_banned)
         self._kicks = am.redis.subscribe(KICK_CHANNEL, self._on_kick)
 
     def start(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
 
     def health(self) -> dict[str, Any]:
         return {
@@ -125,8 +125,8 @@ class WebSocketManager(Manager):
         if self._disposed or "rooms" not in vars(self):
             return
         self._disposed = True
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         for conn in self.registry.all():
             self.rooms.leave_all(conn)
         try:

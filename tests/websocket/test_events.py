@@ -421,3 +421,20 @@ def test_tasks_changes_reach_the_tasks_room(live: Any, clients: Any) -> None:
     assert [(c["change"], c["task"]["state"], c["actor"]) for c in changes] == [
         ("created", "todo", f"user:{user['id']}"), ("transition", "doing", f"user:{user['id']}")
     ]
+
+
+def test_a_process_swept_while_alive_joins_its_rooms_again(live: Any, clients: Any, caplog: Any) -> None:
+    from core.websocket.redis_store import RedisRoomStore
+
+    srv = live.redis()
+    ws, redis = srv.am.websocket, srv.am.redis
+    ada = srv.user("ada")
+    member = clients(srv.url, {"token": ada["token"]})
+    member.call("join_room", {"room": "r"})
+    redis.client.zadd(redis.key("ws", "nodes"), {ws.node: 0})  # as if it had missed its heartbeats
+    other = RedisRoomStore(redis, "another-process", 15.0)
+    assert other.sweep() == [("r", {"user_id": ada["id"], "username": "ada"})]
+    assert ws.room_members("r") == []
+    ws.heartbeat.beat()
+    assert ws.room_members("r") == [{"user_id": ada["id"], "username": "ada"}]
+    assert member.call("room_message", {"room": "r", "message": "still here"})["ok"]
