@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +31,26 @@ import pytest
 import requests
 import socketio
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, unavailable
 
 PASSWORD = "correct horse battery"
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+JS = Path(__file__).resolve().parent / "js"  # the socket.io-client package
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` binary, with ``tests/websocket/js`` installed from its lockfile."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        unavailable("Node.js and npm are needed for the socket.io-client test")
+    assert node is not None and npm is not None
+    if not (JS / "node_modules" / "socket.io-client").is_dir():
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
+                              timeout=300, check=False)
+        if done.returncode != 0:
+            unavailable(f"npm ci failed in {JS}: {done.stderr[-2000:]}")
+    return node
 
 
 class Client:

@@ -9,32 +9,10 @@ first time (no ``node_modules``). Without Node.js and npm the test is skipped (a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import uuid
-from pathlib import Path
 
-import pytest
-
-from tests.conftest import unavailable
-from tests.websocket.conftest import WsServer
-
-JS = Path(__file__).resolve().parent / "js"
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    """The ``node`` binary, with ``tests/websocket/js`` installed from its lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        unavailable("Node.js and npm are needed for the socket.io-client test")
-    assert node is not None and npm is not None
-    if not (JS / "node_modules" / "socket.io-client").is_dir():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-                              timeout=300, check=False)
-        if done.returncode != 0:
-            unavailable(f"npm ci failed in {JS}: {done.stderr[-2000:]}")
-    return node
+from tests.websocket.conftest import JS, WsServer
 
 
 def run_js(node: str, script: str, *args: str) -> dict:  # type: ignore[type-arg]
