@@ -33,7 +33,6 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from core import metrics
-from core.data.redis_backends import Subscription
 from core.errors import ServiceUnavailable, ValidationError
 from core.managers.base import Manager
 from core.websocket.connections import Connection, Registry, Target
@@ -64,7 +63,6 @@ class WebSocketManager(Manager):
         self.node = uuid.uuid4().hex  # this process, in the store's heartbeat records
         self.registry = Registry()
         self.heartbeat: Heartbeat | None = None
-        self._kicks: Subscription | None = None
         self._disposed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -106,7 +104,7 @@ class WebSocketManager(Manager):
         am.hooks.register("tokens_revoked", self._on_tokens_revoked)
         am.hooks.register("api_key_revoked", self._on_api_key_revoked)
         am.hooks.register("identity_banned", self._on_identity_banned)
-        self._kicks = am.redis.subscribe(KICK_CHANNEL, self._on_kick)
+        am.redis.subscribe(KICK_CHANNEL, self._on_kick)  # the RedisManager owns and closes it
 
     def start(self) -> None:
         if self.heartbeat is not None:
