@@ -86,7 +86,11 @@ def message_body(data: dict[str, Any]) -> str | dict[str, Any]:
     if isinstance(message, str):
         size = len(message.encode("utf-8", "surrogatepass"))
     elif isinstance(message, dict):
-        size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        try:  # NaN and Infinity parse in Python but not in a browser: refused, not relayed
+            text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise _invalid("message", "a JSON object without NaN or Infinity") from None
+        size = len(text.encode("utf-8", "surrogatepass"))
     else:
         raise _invalid("message", "a string or a JSON object")
     if size > MAX_MESSAGE_BYTES:

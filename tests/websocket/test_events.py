@@ -191,6 +191,8 @@ def test_events_answer_through_their_acks(live: Any, clients: Any) -> None:
         ("room_message", {"room": "r", "message": "x" * 4097}, "payload_too_large"),
         ("room_message", {"room": "r", "message": "é" * 2049}, "payload_too_large"),  # 4098 bytes
         ("room_message", {"room": "r", "message": {"t": "x" * 4090}}, "payload_too_large"),
+        ("room_message", {"room": "r", "message": {"x": float("nan")}}, "validation_error"),
+        ("room_message", {"room": "r", "message": {"x": float("inf")}}, "validation_error"),
         ("room_members", {"room": "nope"}, "not_found"),
         ("no_such_event", {"room": "r"}, "not_found"),
     ],
