@@ -36,3 +36,13 @@ _.on_transition  # am.state.on_transition()
 
 # Parameters a signature requires
 blueprint  # BaseModule.register_routes(self, blueprint): the default does nothing with it
+
+# WebSocket: the server API for modules (am.websocket.room_members/disconnect_identity), the
+# event handlers Flask-SocketIO calls by event name, and what python-socketio reads off a refusal
+_.room_members
+_.disconnect_identity
+_.error_args  # socketio.exceptions.ConnectionRefusedError payload
+_.create_room
+_.join_room
+_.room_message
+_.list_rooms

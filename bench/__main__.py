@@ -50,6 +50,7 @@ BENCHES = (
     Bench(
         "state_lost_update", ("--processes", "16", "--updates", "1000"), ("--processes", "4", "--updates", "100"), 240
     ),
+    Bench("ws_fanout", ("--rounds", "3"), ("--rounds", "1", "--receivers", "50", "--messages", "30"), 600),
 )
 
 

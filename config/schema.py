@@ -124,8 +124,22 @@ SETTINGS: tuple[Setting, ...] = (
       help="client networks (CIDR) never rate limited or banned; default: 127.0.0.0/8,::1 in development "
       "and test, none elsewhere"),
     # --- websocket -------------------------------------------------------------------------
-    S("WS_AUTO_CREATE_ROOMS", "bool", True),
-    S("WS_MESSAGE_RATE", "limit", "20/second"),
+    S("WS_AUTO_CREATE_ROOMS", "bool", True, help="join_room on an unknown room creates it, public; false: not_found"),
+    S("WS_MESSAGE_RATE", "limit", "20/second", help="Socket.IO events per connection; violations count toward bans"),
+    S(
+        "WS_LONG_POLLING",
+        "bool",
+        False,
+        help="also accept Socket.IO's HTTP long-polling: needs one worker per instance and sticky sessions",
+    ),
+    S(
+        "WS_PRESENCE_TTL",
+        "int",
+        15,
+        minimum=3,
+        maximum=25,
+        help="seconds without a heartbeat after which a dead process's room members are removed",
+    ),
     # --- admin page ------------------------------------------------------------------------
     S("ADMIN_SESSION_KEY", "str", None, secret=True,
       help="signs /admin session cookies, ≥ 32 bytes (generated in development); unset in production: /admin off"),

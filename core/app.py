@@ -15,6 +15,7 @@ from core.cli import register_cli
 from core.http import limits as http_limits
 from core.http import metrics
 from core.logs import configure_logging
+from core.websocket import events as websocket_events
 
 logger = logging.getLogger("keel")
 
@@ -65,6 +66,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None, *, env: Mappin
         raise
     http_limits.install(app, am.limiter)  # the limiter's steps, before the metrics' one
     metrics.install(app)
+    websocket_events.install(app)  # Socket.IO events: they use the HTTP guard, so installed here
     try:
         register_cli(app)
         am.start()

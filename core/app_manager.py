@@ -31,6 +31,7 @@ from core.managers.redis import RedisManager
 from core.managers.services import ServicesManager
 from core.managers.state import StateManager
 from core.managers.vault import VaultManager
+from core.managers.websocket import WebSocketManager
 from core.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class AppManager:
     jwt: JWTManager
     api_keys: ApiKeyManager
     limiter: RateLimiterManager
+    websocket: WebSocketManager
     actions: ActionManager
     modules: ModuleManager
 
@@ -74,6 +76,7 @@ class AppManager:
             self.jwt = self._declare(app, "jwt", JWTManager())
             self.api_keys = self._declare(app, "api_keys", ApiKeyManager())
             self.limiter = self._declare(app, "limiter", RateLimiterManager())
+            self.websocket = self._declare(app, "websocket", WebSocketManager())
             self.actions = self._declare(app, "actions", ActionManager())
             self.modules = self._declare(app, "modules", ModuleManager())
         except BaseException:

@@ -36,6 +36,13 @@ BREAKER_OPEN = Gauge(
 )
 ACTION_RELOADS = Counter("keel_actions_reloads_total", "Action files reloaded")
 ACTION_RELOAD_ERRORS = Counter("keel_actions_reload_errors_total", "Action files rejected on reload")
+WS_CONNECTIONS = Gauge("keel_ws_connections", "Open Socket.IO connections", multiprocess_mode="livesum")
+WS_CONNECTS = Counter("keel_ws_connects_total", "Socket.IO connection attempts by outcome", ["outcome"])
+WS_EVENTS = Counter("keel_ws_events_total", "Socket.IO client events by event and outcome", ["event", "outcome"])
+WS_ROOM_MESSAGES = Counter("keel_ws_room_messages_total", "Room messages sent to a room")
+WS_FORCED_DISCONNECTS = Counter(
+    "keel_ws_forced_disconnects_total", "Connections dropped by the server (revocation, ban)", ["reason"]
+)
 
 ALL: tuple[MetricWrapperBase, ...] = (
     REQUESTS,
@@ -47,6 +54,11 @@ ALL: tuple[MetricWrapperBase, ...] = (
     BREAKER_OPEN,
     ACTION_RELOADS,
     ACTION_RELOAD_ERRORS,
+    WS_CONNECTIONS,
+    WS_CONNECTS,
+    WS_EVENTS,
+    WS_ROOM_MESSAGES,
+    WS_FORCED_DISCONNECTS,
 )
 
 

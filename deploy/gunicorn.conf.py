@@ -1,9 +1,16 @@
 """Gunicorn configuration: ``gunicorn -c deploy/gunicorn.conf.py app:app`` (SPEC §1, §12).
 
-- gevent workers (Flask-SocketIO's gevent mode; WebSocket through simple-websocket). One worker
-  per instance by default: Socket.IO's long-polling needs every request of a session on the
-  same process and gunicorn cannot route by session, so scale with instances (and
-  ``SOCKETIO_MESSAGE_QUEUE``), or raise ``GUNICORN_WORKERS`` only behind sticky sessions.
+- gevent workers (Flask-SocketIO's gevent mode; WebSocket through simple-websocket), one per CPU
+  by default. Several workers share the listening socket and the kernel hands each new
+  connection to one of them: a Socket.IO client on the WebSocket transport (the default: Keel
+  accepts no long-polling unless ``WS_LONG_POLLING=true``) lives on one TCP connection, so it
+  needs no stickiness; rooms, presence, limits and bans are in Redis and emits cross workers
+  through ``SOCKETIO_MESSAGE_QUEUE`` (default ``REDIS_URL``). Hence the default:
+  ``GUNICORN_WORKERS`` = the CPUs this process may use, when ``REDIS_URL`` is given (in the
+  environment or as a secret file); ONE worker without it (workers would not share rooms) or
+  with ``WS_LONG_POLLING=true`` (a long-polling session is a series of HTTP requests that must
+  all reach the worker holding it, and gunicorn cannot route by session: several instances
+  then need sticky sessions at the load balancer).
 - each worker builds its own app (no ``preload_app``): connections, Vault token renewal and
   other background threads belong to the process that uses them.
 - psycopg2 is made cooperative under gevent (psycogreen) in ``post_fork``.
@@ -25,7 +32,28 @@ _log = logging.getLogger("keel.gunicorn")
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+
+
+def _has_secret(key: str) -> bool:
+    """``key`` is given in the environment or as a secret file (SECRETS_DIR, ./secrets, /run/secrets)."""
+    if os.environ.get(key.upper()):
+        return True
+    dirs = [os.environ.get("SECRETS_DIR") or "secrets", "/run/secrets"]
+    return any(os.path.isfile(os.path.join(d, key.lower())) for d in dirs)
+
+
+def default_workers() -> int:
+    """One per CPU this process may use; one without Redis or with long-polling (see above)."""
+    long_polling = os.environ.get("WS_LONG_POLLING", "").strip().lower() in ("1", "true", "yes", "on")
+    if long_polling or not (_has_secret("REDIS_URL") or _has_secret("SOCKETIO_MESSAGE_QUEUE")):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+workers = int(os.environ.get("GUNICORN_WORKERS") or default_workers())
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -46,6 +74,12 @@ _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 def on_starting(server: Any) -> None:
     """Start with an empty metrics directory (values of a previous run would be summed in)."""
     os.makedirs(_metrics_dir, exist_ok=True)
+    if workers > 1 and os.environ.get("WS_LONG_POLLING", "").strip().lower() in ("1", "true", "yes", "on"):
+        _log.warning(
+            "WS_LONG_POLLING=true with %d workers: a long-polling Socket.IO session must stay on one "
+            "worker and gunicorn cannot route by session; use GUNICORN_WORKERS=1 (and sticky sessions)",
+            workers,
+        )
     for entry in os.listdir(_metrics_dir):
         if entry.endswith(".db"):
             os.remove(os.path.join(_metrics_dir, entry))

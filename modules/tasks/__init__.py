@@ -8,7 +8,7 @@
 - YAML actions (``modules/tasks/actions.yaml``) with roles, scopes and rate limits;
 - comments in MongoDB when ``MONGODB_URL`` is set, else in the SQL table ``task_comments``;
 - hooks: a ``state_changed`` listener broadcasts every change to the Socket.IO room ``tasks``
-  through the WebSocket manager when one is running.
+  through ``am.websocket.emit_to_room`` (every instance's members of the room get it).
 """
 
 from __future__ import annotations
@@ -87,13 +87,13 @@ class Tasks(BaseModule):
 
     # -- hooks -------------------------------------------------------------------------------
     def _broadcast(self, kind: str, change: str, record: dict[str, Any], actor: str | None = None, **_: Any) -> bool:
-        """Send every task change to the Socket.IO room ``tasks`` (when WebSockets run)."""
+        """Send every task change to the members of the Socket.IO room ``tasks``, on every
+        instance: event ``task_changed`` ``{change, actor, task}``."""
         if kind != KIND or self.app_manager is None:
             return False
-        websocket = self.app_manager.services.get("websocket", None) or getattr(self.app_manager, "websocket", None)
-        if websocket is None or not hasattr(websocket, "emit_to_room"):
-            return False
-        websocket.emit_to_room(ROOM, "task_changed", {"change": change, "actor": actor, "task": as_task(record)})
+        self.app_manager.websocket.emit_to_room(
+            ROOM, "task_changed", {"change": change, "actor": actor, "task": as_task(record)}
+        )
         return True
 
     # -- actions -----------------------------------------------------------------------------

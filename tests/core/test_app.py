@@ -77,7 +77,7 @@ def test_failed_start_disposes_what_was_built(make_app: Any, module_dir: Any, tm
         make_app(MODULES_DIR=str(module_dir({"x": module_source("x", ("missing",))})),
                  ACTIONS_DIR=str(tmp_path / "actions"))
     # the managers declared before the modules failed are disposed, in reverse order
-    assert any(r.getMessage().startswith("disposing managers: actions, limiter") for r in caplog.records)
+    assert any(r.getMessage().startswith("disposing managers: actions, websocket, limiter") for r in caplog.records)
 
 
 def test_errors_share_one_root() -> None:

@@ -110,7 +110,9 @@ class Cluster:
         return {"username": username, "password": password, "token": token, "id": user["id"]}
 
 
-def _server_env(tmp: Path, database_url: str, redis_conf: tuple[str, str] | None) -> dict[str, str]:
+def _server_env(
+    tmp: Path, database_url: str, redis_conf: tuple[str, str] | None, worker_class: str = "sync"
+) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -121,7 +123,7 @@ def _server_env(tmp: Path, database_url: str, redis_conf: tuple[str, str] | None
         "ACTIONS_DIR": str(tmp / "actions"),
         "MODULES_DIR": str(ROOT / "modules"),
         "ACTIONS_RELOAD_INTERVAL": "0.2",
-        "GUNICORN_WORKER_CLASS": "sync",
+        "GUNICORN_WORKER_CLASS": worker_class,
         "GUNICORN_WORKERS": "2",
         "TRUSTED_PROXY_COUNT": "1",
         "RATE_LIMIT_IP": "100000/minute",
@@ -181,9 +183,9 @@ def mp_redis(redis_server_url: str) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def _run_cluster(tmp: Path, redis_conf: tuple[str, str] | None) -> Iterator[Cluster]:
-    """Two gunicorn instances (2 sync workers each) on a fresh database, sharing ``redis_conf``
-    (url, prefix) or, with None, no Redis at all."""
+def _run_cluster(tmp: Path, redis_conf: tuple[str, str] | None, worker_class: str = "sync") -> Iterator[Cluster]:
+    """Two gunicorn instances (2 workers each, sync unless ``worker_class``) on a fresh database,
+    sharing ``redis_conf`` (url, prefix) or, with None, no Redis at all."""
     from cryptography.fernet import Fernet
 
     secrets = tmp / "secrets"
@@ -197,7 +199,7 @@ def _run_cluster(tmp: Path, redis_conf: tuple[str, str] | None) -> Iterator[Clus
     (actions / "limited.yaml").write_text(LIMITED_YAML)
     bin_dir = Path(sys.executable).parent
     with _fresh_database() as database_url:
-        env = _server_env(tmp, database_url, redis_conf)
+        env = _server_env(tmp, database_url, redis_conf, worker_class)
         # The first admin, from the CLI (this also creates the tables before the workers race to).
         made = subprocess.run(
             [str(bin_dir / "flask"), "--app", "app", "users", "create", "admin", "--admin", "--password-stdin"],
