@@ -104,7 +104,7 @@ class Handlers:
             user = {"user_id": uid, "username": principal.name}
             fam = principal.claims.get("fam")
             return Connection(sid, "user", str(uid), f"user:{uid}", user, ctx.client_ip, family=fam)
-        owner_id = principal.claims.get("owner_id")
+        owner_id = principal.owner_id
         if owner_id is None:
             user = {"user_id": None, "username": principal.name}
             return Connection(sid, "api_key", principal.id, f"api_key:{principal.id}", user, ctx.client_ip)

@@ -314,7 +314,7 @@ def test_revocations_and_bans_drop_the_right_connections(live: Any, clients: Any
     am = srv.am
     ada, bob = srv.user("ada"), srv.user("bob")
     ada2 = am.jwt.issue_pair(am.jwt.users.get(ada["id"]))  # another device: another refresh family
-    key = am.api_keys.create("bot", ["x"], owner_id=ada["id"])
+    key = am.api_keys.create("bot", ["tasks:read"], owner_id=ada["id"])
     phone = clients(srv.url, {"token": ada["token"]})
     laptop = clients(srv.url, {"token": ada2["access_token"]})
     bot = clients(srv.url, {"api_key": key["key"]})
@@ -345,7 +345,7 @@ def test_bans_and_disabling_drop_connections(live: Any, clients: Any, backend: s
     srv = live.redis() if backend == "redis" else live()
     am = srv.am
     ada, bob, cy = srv.user(), srv.user(), srv.user()
-    key = am.api_keys.create("bot", ["x"], owner_id=cy["id"])["key"]
+    key = am.api_keys.create("bot", ["tasks:read"], owner_id=cy["id"])["key"]
     a = clients(srv.url, {"token": ada["token"]})
     b = clients(srv.url, {"token": bob["token"]})
     c_key = clients(srv.url, {"api_key": key})
@@ -361,7 +361,7 @@ def test_server_api_for_modules(live: Any, clients: Any) -> None:
     srv = live()
     ws = srv.am.websocket
     ada = srv.user("ada")
-    key = srv.am.api_keys.create("bot", ["x"], owner_id=None)
+    key = srv.am.api_keys.create("bot", ["tasks:read"], owner_id=None)
     a = clients(srv.url, {"token": ada["token"]})
     bot = clients(srv.url, {"api_key": key["key"]})
     a.call("join_room", {"room": "news"})
@@ -403,7 +403,7 @@ def test_an_unexpected_error_is_internal_error_and_logged(live: Any, clients: An
     caplog.clear()
 
     monkeypatch.setattr(srv.am.jwt.users, "get", lambda uid: (_ for _ in ()).throw(RuntimeError("db bug")))
-    key = srv.am.api_keys.create("bot", ["x"], owner_id=1)["key"]
+    key = srv.am.api_keys.create("bot", ["tasks:read"], owner_id=1)["key"]
     with caplog.at_level(logging.ERROR):
         refusal = Client(srv.url, {"api_key": key}).try_connect()
     assert refusal["code"] == "internal_error"
