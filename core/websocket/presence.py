@@ -44,9 +44,10 @@ class Heartbeat:
             thread.join(timeout=3)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        # The first beat after one period: a process registers itself with its first
+        # membership (the join script does), so there is nothing to keep alive before.
+        while not self._stop.wait(self.period):
             self.beat()
-            self._stop.wait(self.period)
 
     def beat(self) -> None:
         """One heartbeat and sweep (also called by tests)."""
