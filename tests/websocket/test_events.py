@@ -441,3 +441,27 @@ def test_a_process_swept_while_alive_joins_its_rooms_again(live: Any, clients: A
     ws.heartbeat.beat()
     assert ws.room_members("r") == [{"user_id": ada["id"], "username": "ada"}]
     assert member.call("room_message", {"room": "r", "message": "still here"})["ok"]
+
+
+def test_leaves_while_redis_is_down_are_retried_by_the_heartbeat(live: Any, clients: Any, caplog: Any,
+                                                                  redis_server_factory: Any) -> None:
+    server = redis_server_factory()
+    srv = live(REDIS_URL=server.url, BREAKER_THRESHOLD=1, BREAKER_PROBE_INTERVAL=0.1)
+    ws = srv.am.websocket
+    member = clients(srv.url, {"token": srv.user("ada")["token"]})
+    assert member.call("join_room", {"room": "r"})["ok"]
+    server.stop()
+    member.close()
+    wait_until(lambda: len(ws.registry) == 0)
+    with caplog.at_level(logging.WARNING):
+        ws.heartbeat.beat()
+        ws.heartbeat.beat()
+    warnings = [r.getMessage() for r in caplog.records if "presence" in r.getMessage()]
+    assert warnings == ["websocket presence: Redis does not answer; heartbeats resume when it does"]  # once
+    server.start()  # empty: it kept nothing
+    wait_until(lambda: not srv.am.redis.breaker.is_open, timeout=10)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ws.heartbeat.beat()
+    assert "websocket presence: Redis answers again" in [r.getMessage() for r in caplog.records]
+    assert ws.rooms._pending == []  # the leave was retried
