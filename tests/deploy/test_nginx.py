@@ -160,6 +160,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> It
             "TRUSTED_HOSTS": HOST,
             "RATE_LIMIT_IP": f"{LIMIT}/minute",
             "BAN_EXEMPT_NETWORKS": "",  # loopback is an ordinary client here
+            "GUNICORN_WORKER_CLASS": "gevent",  # as in production: Socket.IO's WebSocket needs it
         })
         create_user(env, *ADMIN, admin=True)  # also creates the tables before two instances race to
         create_user(env, *USER)
@@ -234,7 +235,7 @@ def test_proxy_headers_are_set_for_every_location() -> None:
     text = CONF.read_text()
     server = text.split("server {", 1)[1]
     head, locations = re.split(r"^\s*location ", server, maxsplit=1, flags=re.M)
-    for header in ("Host $host", "X-Forwarded-For $remote_addr", "X-Request-ID", "Upgrade $http_upgrade",
+    for header in ("Host $http_host", "X-Forwarded-For $remote_addr", "X-Request-ID", "Upgrade $http_upgrade",
                    "Connection $connection_upgrade"):
         assert f"proxy_set_header {header}" in head, header
     assert "proxy_set_header" not in locations
@@ -315,3 +316,34 @@ def test_the_ip_limit_is_exact_over_both_instances(proxy: Proxy) -> None:
     assert len(lines) == 2 * LIMIT, lines
     for upstream in proxy.upstreams:  # both instances answered
         assert sum(f"127.0.0.1:{upstream}" in line for line in lines) >= LIMIT // 2 - 2, lines
+
+
+def test_socketio_works_through_the_proxy(proxy: Proxy) -> None:
+    """A python-socketio client (WebSocket transport) through nginx: the upgrade is passed on,
+    the token is checked, a room message comes back."""
+    import socketio
+
+    token = proxy.login(*USER, on=proxy.a, ip="127.0.0.7")
+    received: list[dict[str, Any]] = []
+    client = socketio.Client(reconnection=False)
+    client.on("room_message", received.append)
+    client.connect(f"http://127.0.0.1:{proxy.port}", auth={"token": token}, transports=["websocket"], wait_timeout=10)
+    try:
+        joined = client.call("join_room", {"room": "via-nginx"}, timeout=10)
+        assert joined["ok"] and joined["members"][0]["username"] == USER[0], joined
+        assert client.call("room_message", {"room": "via-nginx", "message": "through nginx"}, timeout=10)["ok"]
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [m["message"] for m in received] == ["through nginx"]
+    finally:
+        client.disconnect()
+    refused = socketio.Client(reconnection=False)
+    try:
+        refused.connect(f"http://127.0.0.1:{proxy.port}", auth={"token": "not-a-token"}, transports=["websocket"],
+                        wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        pass
+    else:
+        refused.disconnect()
+        raise AssertionError("a bad token was accepted through the proxy")
