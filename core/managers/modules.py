@@ -170,6 +170,7 @@ class ModuleManager(Manager):
         self.records: dict[str, ModuleRecord] = {}
         self.order: list[str] = []
         self.disabled: list[str] = []
+        self._import_errors: dict[str, Exception] = {}  # logged with their traceback by init_app
 
     # -- discovery --------------------------------------------------------------------------
     def discover(self, directory: Path, disabled: list[str]) -> list[tuple[str, type[BaseModule] | str, Path]]:
@@ -191,6 +192,7 @@ class ModuleManager(Manager):
                 cls = _module_class(_import_package(directory, entry.name), entry)
             except Exception as exc:  # noqa: BLE001 - isolated like an initialize failure (SPEC §5); reported below
                 found.append((entry.name, _import_failure(exc, entry / "__init__.py"), entry))
+                self._import_errors[entry.name] = exc
                 continue
             found.append((cls.name or entry.name, cls, entry))
         return found
@@ -225,7 +227,7 @@ class ModuleManager(Manager):
                     raise ModuleError(f"required module {name!r} could not be loaded: {cls}")
                 record = self.records[name] = ModuleRecord(name, _Unloadable(name), path)
                 record.state, record.error = FAILED, cls
-                logger.error("module %s failed to load: %s", name, cls)
+                logger.error("module %s failed to load: %s", name, cls, exc_info=self._import_errors.pop(name, None))
                 continue
             instance = cls()
             if not instance.name:

@@ -162,9 +162,11 @@ def test_a_module_file_must_define_exactly_one_module(start: Any) -> None:
     assert re.search(r"empty/__init__.py must define exactly one BaseModule subclass, found 0", _failed(app, "empty"))
 
 
-def test_import_error_names_the_module_file_and_line(start: Any) -> None:
+def test_import_error_names_the_module_file_and_line(start: Any, caplog: pytest.LogCaptureFixture) -> None:
     app = start({"bad": "import os\nimport no_such_package\n"})
     assert re.search(r"bad/__init__.py:2: ModuleNotFoundError: No module named 'no_such_package'$", _failed(app, "bad"))
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("module bad failed to load")]
+    assert logged.levelname == "ERROR" and logged.exc_info and logged.exc_info[0] is ModuleNotFoundError  # traceback
 
 
 def test_action_signature_is_checked_when_the_module_loads(start: Any) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import pytest
+
+from tests.hardening.flask_cli import run_flask
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
@@ -306,24 +306,7 @@ def test_item_19_actions_of_a_module_that_cannot_be_imported_answer_503(
 
 
 def _flask(tmp_path: Path, actions_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "LOG_LEVEL": "INFO",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "SECRETS_DIR": str(tmp_path / "secrets"),
-        "ACTIONS_DIR": str(actions_dir),
-    }
-    env.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_flask(tmp_path, *args, ACTIONS_DIR=str(actions_dir))
 
 
 def test_item_20_actions_validate_and_list_print_each_error_once(tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ PostgreSQL + Redis. What an operator does by hand is done with SQL on a connecti
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from core.auth.revocation import DB_CHECK_CACHE_TTL, USERS_SYNC_INTERVAL
 from core.auth.users import add_username_key_ddl, by_username_query, fingerprint_query, users_table
 from tests.auth.conftest import PASSWORD, assert_unauthorized, bearer, login
 from tests.conftest import throwaway_database
+from tests.hardening.flask_cli import run_flask
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["sqlite", "postgresql+redis"]
@@ -316,24 +315,7 @@ def test_item_07_usernames_are_unique_after_nfkc_and_case_folding(make_app: Any,
 
 
 def _flask_cli(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "DATABASE_URL": url,
-        "SECRETS_DIR": str(tmp_path / "secrets"),
-        "JWT_SECRET_KEY": "k" * 48,
-        "API_KEY_PEPPER": "p" * 48,
-    }
-    env.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_flask(tmp_path, *args, timeout=120, DATABASE_URL=url, JWT_SECRET_KEY="k" * 48, API_KEY_PEPPER="p" * 48)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.hardening.flask_cli import run_flask
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _flask(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "LOG_LEVEL": "INFO",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "SECRETS_DIR": str(tmp_path / "secrets"),
-    }
-    env.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_flask(tmp_path, *args)
 
 
 def test_item_20_cli_logs_at_warning_unless_verbose(tmp_path: Path) -> None:
