@@ -126,6 +126,7 @@ class RateLimiterManager(Manager):
         )
         self.records = BanRecords(am.db, bans_table(am.db.metadata))
         self.bans = Bans(self.records, self.store, am.hooks.trigger)
+        self._users = am.jwt.users
         if redis is not None:
             am.redis.breaker.on_change(self._redis_state_changed)
 
@@ -328,11 +329,23 @@ class RateLimiterManager(Manager):
         if kind == "ip" and self.exempt and str(identifier).strip() in self.exempt:
             message = f"{identifier} is in BAN_EXEMPT_NETWORKS ({self.exempt}): a ban would never apply"
             raise ValidationError(details=[{"param": "identifier", "message": message}])
-        return self.bans.ban(kind, identifier, seconds, actor)
+        return self.bans.ban(kind, self._user_id(identifier) if kind == "user" else identifier, seconds, actor)
 
     def lift_ban(self, kind: str, identifier: str, actor: str = "admin") -> dict[str, Any]:
         """Lift a ban now (every worker sees it on its next request: the ban lives in Redis)."""
-        return self.bans.lift(kind, identifier, actor)
+        return self.bans.lift(kind, self._user_id(identifier) if kind == "user" else identifier, actor)
+
+    def _user_id(self, identifier: Any) -> str:
+        """A user is banned by id (what requests carry); a username is turned into its id, so a
+        ban by name applies instead of matching nobody."""
+        text = str(identifier).strip()
+        if text.isascii() and text.isdigit():
+            return str(int(text))
+        user = self._users.by_username(text)
+        if user is None:
+            message = f"no user {text[:64]!r}: give a user id or an existing username"
+            raise ValidationError(details=[{"param": "identifier", "message": message}])
+        return str(user.id)
 
     def list_bans(self) -> list[dict[str, Any]]:
         """Active bans (the database record), soonest to end first."""

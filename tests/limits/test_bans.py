@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from core.errors import ValidationError
 from tests.limits.conftest import counts, from_ip, user_token
 
 ADMIN_IP = from_ip("192.0.2.200")
@@ -125,6 +126,25 @@ def test_admin_actions_ban_list_and_lift_take_effect_at_once_on_every_worker(
     assert bad.status_code == 400
     bad = client_a.post("/actions/ban", json={**target, "identifier": "not-an-ip"}, headers=token, **ADMIN_IP)
     assert bad.status_code == 400 and bad.get_json()["error"]["details"][0]["param"] == "identifier"
+
+
+def test_a_user_banned_by_username_is_banned_by_id(limits_app: Any, redis_config: dict[str, Any]) -> None:
+    app = limits_app(**redis_config)
+    limiter, client = app.extensions["keel"].limiter, app.test_client()
+    token = {"Authorization": f"Bearer {user_token(app, 'mallory')}"}
+    user_id = str(app.extensions["keel"].jwt.users.by_username("mallory").id)
+    assert code(client.get("/actions/t_any", headers=token, **from_ip("198.51.100.9"))) == "ok"
+    assert limiter.ban("user", " Mallory ", 300, actor="test")["identifier"] == user_id
+    assert code(client.get("/actions/t_any", headers=token, **from_ip("198.51.100.9"))) == "banned"
+    assert limiter.lift_ban("user", "mallory")["identifier"] == user_id
+    assert code(client.get("/actions/t_any", headers=token, **from_ip("198.51.100.9"))) == "ok"
+    try:
+        limiter.ban("user", "nobody-by-that-name", 300)
+    except ValidationError as exc:
+        assert "no user 'nobody-by-that-name'" in exc.details[0]["message"]
+    else:
+        raise AssertionError("a ban of an unknown username was accepted")
+    assert limiter.bans.active() == []
 
 
 def test_cli_lists_and_lifts(limits_app: Any, redis_config: dict[str, Any]) -> None:
