@@ -530,7 +530,7 @@ def room_rows(body: dict[str, Any]) -> dict[str, tuple[int, list[str]]]:
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_presence_lists_every_room_with_its_members(
-    served: Callable[[str], Any], sockets: Callable[[str, str], Client], store: str
+    served: Callable[[str], Any], sockets: Callable[[str, str], Client], store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, url = served(store)
     client = app.test_client()
@@ -567,6 +567,12 @@ def test_presence_lists_every_room_with_its_members(
     row = html.partition('<tr data-room="lobby">')[2].partition("</tr>")[0]
     assert '<td class="count">2</td>' in row and "alice #" in row and "bob #" in row
     assert '<script src="/admin/presence.js" defer></script>' in html
+    # past PRESENCE_ROOMS rooms, the first ones are listed and the rest counted
+    with monkeypatch.context() as patch:
+        patch.setattr(admin, "PRESENCE_ROOMS", 1)
+        capped = presence_of(client)
+        assert [r["room"] for r in capped["rooms"]] == ["lobby"] and capped["total_rooms"] == 2
+        assert "2 rooms (the first 1 shown)" in signed_in_page(client)
 
     call_ok(alice, "leave_room", {"room": "lobby"})
     assert room_rows(presence_of(client))["lobby"] == (1, ["bob"])
