@@ -1,10 +1,18 @@
 """``/admin``: a small page for operators, rendered on the server (issue 11; SPEC §3, §7, §11).
 
 Panels: the modules and their health (``am.modules.module_health()``), the actions with the
-current errors of their YAML files (``am.actions.status()``), and the active bans, each with a
-button that lifts it (``am.limiter``). No build step and nothing from another origin: Jinja
-templates in ``core/http/templates/admin/``, no script at all, styles inline (the HTML CSP of
-:mod:`core.http.pipeline` allows inline styles and nothing from elsewhere).
+current errors of their YAML files (``am.actions.status()``), the active bans, each with a
+button that lifts it (``am.limiter``), and the WebSocket rooms with their members across the
+cluster (``am.websocket``). No build step and nothing from another origin: Jinja templates in
+``core/http/templates/admin/``, styles inline, and one small script of this origin
+(``static/admin/presence.js``, served at ``/admin/presence.js``: the HTML CSP of
+:mod:`core.http.pipeline` admits inline styles and this origin's scripts, no inline script).
+
+Presence: the page is rendered with the rooms as they are (it works without JavaScript); the
+script then asks ``GET /admin/presence.json`` every :data:`PRESENCE_POLL_S` seconds and
+redraws the table. That endpoint is the page's data as JSON, for the same signed-in admin
+session (401 otherwise: a script cannot fill in a form), ``no-store`` like every ``/admin``
+response; a GET, so it needs no CSRF token and changes nothing.
 
 Signing in: a username/password form checked the way ``POST /auth/login`` checks it — the
 limiter counts the attempt per IP and per username, or per device token (``RATE_LIMIT_LOGIN``;
@@ -39,19 +47,40 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Request, Response, current_app, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from config import Settings
 from core.auth.identity import Principal, Requirement
 from core.auth.policy import has_role
-from core.errors import ConfigError, Forbidden, HTTPError, InvalidCredentials, NotFound
+from core.errors import (
+    ConfigError,
+    Forbidden,
+    HTTPError,
+    InvalidCredentials,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from core.http import limits
 from core.http.client import request_ip
-from core.http.state import get_state
+from core.http.state import current_request_id, get_state
 from core.logs import audit
 
 if TYPE_CHECKING:
@@ -66,6 +95,9 @@ _MIN_KEY_BYTES = 32
 _REQUIREMENT = Requirement(auth="user", roles=("admin",), name="admin_page")
 
 _now = time.time  # the sessions' clock (tests move it)
+STATIC = Path(__file__).resolve().parent / "static" / "admin"
+PRESENCE_POLL_S = 3  # how often the page's script asks /admin/presence.json
+PRESENCE_ROOMS = 100  # rooms listed with their members; more are only counted
 
 bp = Blueprint("keel_admin", __name__, template_folder="templates")
 
@@ -277,8 +309,51 @@ def page() -> BaseResponse:
     user = _signed_in(session)
     if user is None or session is None:
         return _sign_in_form(session)
-    html = _render("admin/dashboard.html", session, user=user, **_panels(_am()))
+    am = _am()
+    html = _render(
+        "admin/dashboard.html", session, user=user, presence=_presence(am), poll_s=PRESENCE_POLL_S, **_panels(am)
+    )
     return Response(html, mimetype="text/html")
+
+
+@bp.get("/admin/presence.json")
+@_page
+def presence() -> BaseResponse:
+    """The rooms and their members, as the page shows them (its script asks every few
+    seconds). 401 without a signed-in admin's session: a script cannot use the sign-in form."""
+    if _signed_in(_sessions().read(request)) is None:
+        raise Unauthorized("Sign in at /admin first.")
+    body = {"success": True, **_presence(_am()), "request_id": current_request_id()}
+    return jsonify(body)
+
+
+@bp.get("/admin/presence.js")
+@_page
+def presence_script() -> BaseResponse:
+    """The page's one script (the CSP admits scripts of this origin only, none inline)."""
+    return Response(_script(), mimetype="text/javascript")
+
+
+@functools.cache
+def _script() -> str:
+    return (STATIC / "presence.js").read_text(encoding="utf-8")
+
+
+def _presence(am: AppManager) -> dict[str, Any]:
+    """The rooms across the cluster, by name, with their members (``user_id``, ``username``:
+    what ``room_members`` gives, never a credential). With Redis down, ``error`` says so."""
+    if "websocket" not in am.managers:
+        return {"websocket": False, "rooms": [], "total_rooms": 0, "error": None}
+    ws = am.websocket
+    try:
+        listed = ws.list_rooms()
+        rooms = []
+        for info in listed[:PRESENCE_ROOMS]:
+            members = ws.room_members(info["room"])  # [] when the room went away meanwhile
+            rooms.append({**info, "count": len(members), "members": members})
+    except ServiceUnavailable as exc:
+        return {"websocket": True, "rooms": [], "total_rooms": 0, "error": exc.message}
+    return {"websocket": True, "rooms": rooms, "total_rooms": len(listed), "error": None}
 
 
 def _panels(am: AppManager) -> dict[str, Any]:

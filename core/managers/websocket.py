@@ -18,7 +18,7 @@ by the app factory because they use the HTTP guard.
   hooks, and :meth:`disconnect_identity`, publish a target on the Redis channel ``ws:kick``;
   every process sends ``force_disconnect`` ``{reason}`` to its matching connections and drops
   them.
-- **Server API for modules**: :meth:`emit_to_room`, :meth:`room_members`,
+- **Server API for modules**: :meth:`emit_to_room`, :meth:`room_members`, :meth:`list_rooms`,
   :meth:`disconnect_identity`.
 """
 
@@ -145,6 +145,11 @@ class WebSocketManager(Manager):
         ``[{"user_id", "username"}]``, one per user however many connections it has."""
         result = self.rooms.store.members(room, None)
         return result.members
+
+    def list_rooms(self) -> list[dict[str, Any]]:
+        """Every room across the cluster, private ones too, by name:
+        ``[{"room", "private", "members", "max_members"}]`` (``members``: how many)."""
+        return self.rooms.store.rooms(None)
 
     def disconnect_identity(
         self, *, user_id: int | str | None = None, api_key_id: str | None = None, reason: str = "disconnected"

@@ -104,7 +104,7 @@ end
 return {'ok', redis.call('HVALS', KEYS[3])}
 """
 
-# KEYS: rooms; ARGV: key base, member
+# KEYS: rooms; ARGV: key base, member ('' = the server: sees every room)
 _LIST = """
 local out = {}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -113,7 +113,7 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], room)
   else
     local m = cjson.decode(meta)
-    if m['private'] ~= 1 or redis.call('SISMEMBER', ARGV[1] .. 'a:' .. room, ARGV[2]) == 1 then
+    if ARGV[2] == '' or m['private'] ~= 1 or redis.call('SISMEMBER', ARGV[1] .. 'a:' .. room, ARGV[2]) == 1 then
       table.insert(out, {room, m['private'], redis.call('HLEN', ARGV[1] .. 'm:' .. room), m['max']})
     end
   end
@@ -231,8 +231,8 @@ class RedisRoomStore:
             return MembersResult(status)
         return MembersResult(OK, sort_members([json.loads(v) for v in reply[1]]))
 
-    def rooms(self, member: str) -> list[dict[str, Any]]:
-        rows = self._call(self._list, [self.base + "rooms"], [self.base, member])
+    def rooms(self, member: str | None) -> list[dict[str, Any]]:
+        rows = self._call(self._list, [self.base + "rooms"], [self.base, member or ""])
         out = [
             {"room": _text(r[0]), "private": bool(r[1]), "members": int(r[2]), "max_members": int(r[3]) or None}
             for r in rows

@@ -66,8 +66,9 @@ class RoomStore(Protocol):
     def members(self, room: str, member: str | None) -> MembersResult:
         """The members of ``room``, as seen by ``member`` (``None``: the server sees all)."""
 
-    def rooms(self, member: str) -> list[dict[str, Any]]:
-        """``[{room, private, members, max_members}]`` visible to ``member``."""
+    def rooms(self, member: str | None) -> list[dict[str, Any]]:
+        """``[{room, private, members, max_members}]`` visible to ``member`` (``None``: the
+        server sees every room, private ones too)."""
 
     def heartbeat(self) -> bool:
         """Mark this process alive; True when it was not registered (first beat, or its
@@ -161,12 +162,12 @@ class MemoryRoomStore:
                 return MembersResult(FORBIDDEN)
             return MembersResult(OK, sort_members(list(state.display.values())))
 
-    def rooms(self, member: str) -> list[dict[str, Any]]:
+    def rooms(self, member: str | None) -> list[dict[str, Any]]:
         with self._lock:
             out = []
             for name in list(self._rooms):
                 state = self._live(name)
-                if state is not None and (not state.meta.private or member in state.allowed):
+                if state is not None and (member is None or not state.meta.private or member in state.allowed):
                     out.append(_info(name, state.meta, len(state.counts)))
             return sorted(out, key=lambda r: r["room"])
 

@@ -1,5 +1,5 @@
-"""/admin in a real browser: sign in, read the panels, lift a ban by clicking; a non-admin is
-refused."""
+"""/admin in a real browser: sign in, read the panels, lift a ban by clicking, watch a room's
+presence change without a reload; a non-admin is refused."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium.webdriver.common.by import By
 
+from core.http import admin
 from tests.browser.conftest import ADMIN, USER, Served, screenshot, wait_for
 from tests.conftest import ROOT
+from tests.websocket.conftest import (
+    Client,
+    _quick_websocket_close,  # noqa: F401 (autouse: quick socket close)
+)
 
 BANNED_IP = "203.0.113.7"
 BROKEN = "version: 1\nmodule: system\nactions:\n  oops:\n    handler: info\n    metods: [GET]\n"
@@ -67,3 +73,32 @@ def test_a_non_admin_is_refused(browser: Any, served: Callable[..., Served]) -> 
     browser.get(server.url + "/admin")  # no session was given: the sign-in form again
     wait_for(browser, lambda d: d.find_elements(By.ID, "sign-in"), "the sign-in form")
     assert not browser.find_elements(By.ID, "signed-in-user")
+
+
+def test_presence_counts_change_on_the_page_without_a_reload(
+    browser: Any, served: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin, "PRESENCE_POLL_S", 0.5)  # the page asks every half second (3 s by default)
+    server = served()
+    sign_in(browser, server.url, *ADMIN)
+    wait_for(browser, lambda d: d.find_elements(By.ID, "no-rooms"), "the empty presence table")
+    marker = browser.execute_script("return window.keelMarker = Math.random();")  # gone on a reload
+
+    user = server.am.jwt.users.by_username(USER[0])
+    socket = Client(server.url, {"token": server.am.jwt.issue_pair(user)["access_token"]}).connect()
+    try:
+        assert socket.call("join_room", {"room": "lobby"})["ok"] is True
+        row = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#presence tr[data-room="lobby"]'), "lobby")
+        assert row[0].find_element(By.CSS_SELECTOR, ".count").text == "1"
+        assert f"{USER[0]} #{user.id}" in row[0].find_element(By.CSS_SELECTOR, ".members").text
+        screenshot(browser, "admin-presence")
+        assert socket.call("leave_room", {"room": "lobby"})["ok"] is True
+    finally:
+        socket.close()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "no-rooms"), "the lobby to be gone from the page")
+    assert browser.execute_script("return window.keelMarker;") == marker  # the same page all along
+    assert "updated" in browser.find_element(By.ID, "presence-updated").text
+    # the admin's tokens revoked elsewhere: the page says the session ended, and stops asking
+    server.am.jwt.revoke_user_tokens(server.am.jwt.users.by_username(ADMIN[0]).id, actor="test")
+    ended = "Your session ended: reload the page to sign in again."
+    wait_for(browser, lambda d: d.find_element(By.ID, "presence-error").text == ended, "the session-ended note")

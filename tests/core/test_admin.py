@@ -4,10 +4,12 @@ tests/browser/)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,11 @@ from core.errors import ConfigError
 from core.http import admin
 from core.logs import RequestContextFilter
 from tests.conftest import ROOT
+from tests.websocket.conftest import (
+    Client,
+    _quick_websocket_close,  # noqa: F401 (autouse: quick socket close)
+    wait_until,
+)
 
 ADMIN = ("boss", "correct-horse-battery")
 USER = ("pleb", "ordinary-password")
@@ -452,3 +459,182 @@ def test_strangers_guessing_do_not_lock_out_a_browser_that_signed_in_before(admi
     assert sign_in(stranger, ADMIN[0], "wrong-password").status_code == 429
     assert sign_in(browser("198.51.100.3"), *ADMIN).status_code == 429  # the name's attempts are used up
     assert sign_in(owner, *ADMIN).status_code == 303  # this browser's are not
+
+
+# -- presence ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(admin_app: Callable[..., Any], request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
+    """``served(store)``: an app of ``admin_app`` served on a free port (python-socketio clients
+    connect to it for real; ``store`` "redis" puts its rooms in the test's Redis), and its URL."""
+    from werkzeug.serving import make_server
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start(store: str) -> tuple[Any, str]:
+        app = admin_app(**(request.getfixturevalue("redis_config") if store == "redis" else {}))
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return app, f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
+
+
+@pytest.fixture
+def sockets() -> Iterator[Callable[[str, str], Client]]:
+    """``sockets(url, token)``: a connected python-socketio client, closed after the test."""
+    made: list[Client] = []
+
+    def connect(url: str, token: str) -> Client:
+        made.append(Client(url, {"token": token}))
+        return made[-1].connect()
+
+    yield connect
+    for client in made:
+        client.close()
+
+
+def user_token(app: Any, username: str) -> tuple[int, str, str]:
+    """A new user: its id, an access token and a refresh token."""
+    am = app.extensions["keel"]
+    user = am.jwt.users.create(username, "socket-password")
+    pair = am.jwt.issue_pair(user)
+    return user.id, pair["access_token"], pair["refresh_token"]
+
+
+def call_ok(sock: Any, event: str, data: dict[str, Any] | None = None) -> Any:
+    answer = sock.call(event, data)
+    assert answer["ok"] is True, answer
+    return answer
+
+
+def presence_of(client: Any) -> dict[str, Any]:
+    answer = client.get("/admin/presence.json")
+    assert answer.status_code == 200 and answer.mimetype == "application/json", answer.get_data(as_text=True)[:300]
+    assert answer.headers["Cache-Control"] == "no-store"
+    body: dict[str, Any] = answer.get_json()
+    assert body["success"] is True and body["websocket"] is True and body["error"] is None
+    return body
+
+
+def room_rows(body: dict[str, Any]) -> dict[str, tuple[int, list[str]]]:
+    return {r["room"]: (r["count"], [m["username"] for m in r["members"]]) for r in body["rooms"]}
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_presence_lists_every_room_with_its_members(
+    served: Callable[[str], Any], sockets: Callable[[str, str], Client], store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, url = served(store)
+    client = app.test_client()
+    sign_in(client, *ADMIN)
+    assert presence_of(client)["rooms"] == []
+    assert '<tr id="no-rooms">' in signed_in_page(client)
+
+    _, alice_token, alice_refresh = user_token(app, "alice")
+    bob_id, bob_token, _ = user_token(app, "bob")
+    alice, bob = sockets(url, alice_token), sockets(url, bob_token)
+    call_ok(alice, "join_room", {"room": "lobby"})
+    call_ok(bob, "join_room", {"room": "lobby"})
+    call_ok(bob, "join_room", {"room": "lobby"})  # twice on one connection: still one member
+    bob_again = sockets(url, bob_token)  # a second connection of bob: still one member
+    call_ok(bob_again, "join_room", {"room": "lobby"})
+    # a private room: the admin sees it, though not among its allowed members
+    call_ok(bob, "create_room", {"room": "secret.plans", "private": True, "max_members": 3})
+
+    body = presence_of(client)
+    assert room_rows(body) == {"lobby": (2, ["alice", "bob"]), "secret.plans": (1, ["bob"])}
+    assert body["total_rooms"] == 2
+    secret = next(r for r in body["rooms"] if r["room"] == "secret.plans")
+    assert secret["private"] is True and secret["max_members"] == 3
+    assert {"user_id": bob_id, "username": "bob"} in secret["members"]
+    # what a client sees of the same rooms: the private one is hidden from alice
+    assert [r["room"] for r in call_ok(alice, "list_rooms")["rooms"]] == ["lobby"]
+    text = json.dumps(body)
+    for secret_value in (alice_token, bob_token, alice_refresh, "socket-password"):
+        assert secret_value not in text
+    assert all(set(m) == {"user_id", "username"} for r in body["rooms"] for m in r["members"])
+
+    # the page renders the same, without any script running
+    html = signed_in_page(client)
+    row = html.partition('<tr data-room="lobby">')[2].partition("</tr>")[0]
+    assert '<td class="count">2</td>' in row and "alice #" in row and "bob #" in row
+    assert '<script src="/admin/presence.js" defer></script>' in html
+    # past PRESENCE_ROOMS rooms, the first ones are listed and the rest counted
+    with monkeypatch.context() as patch:
+        patch.setattr(admin, "PRESENCE_ROOMS", 1)
+        capped = presence_of(client)
+        assert [r["room"] for r in capped["rooms"]] == ["lobby"] and capped["total_rooms"] == 2
+        assert "2 rooms (the first 1 shown)" in signed_in_page(client)
+
+    call_ok(alice, "leave_room", {"room": "lobby"})
+    assert room_rows(presence_of(client))["lobby"] == (1, ["bob"])
+    bob.close()
+    assert room_rows(presence_of(client))["lobby"] == (1, ["bob"])  # bob's other connection
+    bob_again.close()
+    wait_until(lambda: "lobby" not in room_rows(presence_of(client)))
+    # an auto-created room goes with its last member; a created one stays (empty) for a while
+    assert room_rows(presence_of(client)) == {"secret.plans": (0, [])}
+
+
+def test_presence_is_for_a_signed_in_admin_only(client: Any, am: Any) -> None:
+    anonymous = client.get("/admin/presence.json")
+    assert anonymous.status_code == 401 and error_code(anonymous) == "unauthorized"
+    assert anonymous.headers["Cache-Control"] == "no-store"
+    # a non-admin is refused at sign-in and gets no session to ask with
+    assert sign_in(client, *USER).status_code == 403
+    assert client.get("/admin/presence.json").status_code == 401
+    sign_in(client, *ADMIN)
+    assert presence_of(client)["rooms"] == []
+    admin_id = am.jwt.users.by_username(ADMIN[0]).id
+    am.limiter.ban("user", str(admin_id), 600, actor="test")  # a banned admin: 403, as the page
+    banned = client.get("/admin/presence.json")
+    assert banned.status_code == 403 and error_code(banned) == "banned"
+    am.limiter.lift_ban("user", str(admin_id), actor="test")
+    am.jwt.set_roles(admin_id, ["user"], actor="test")  # demoted: signed out at once
+    assert client.get("/admin/presence.json").status_code == 401
+    # a forged cookie is nobody
+    client.set_cookie(admin.COOKIE, "garbage", path="/admin")
+    assert client.get("/admin/presence.json").status_code == 401
+
+
+def test_the_page_script_is_served_from_this_origin_under_the_csp(client: Any) -> None:
+    sign_in(client, *ADMIN)
+    page = client.get("/admin")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp.partition("script-src")[2].partition(";")[0]
+    html = page.get_data(as_text=True)
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/admin/presence.js" defer>']
+    script = client.get("/admin/presence.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert b"textContent" in script.data and b"innerHTML" not in script.data
+    assert 'data-url="/admin/presence.json"' in html
+
+
+def test_presence_without_websocket_or_redis_says_so(
+    admin_app: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, redis_server_factory: Callable[[], Any]
+) -> None:
+    server = redis_server_factory()
+    app = admin_app(REDIS_URL=server.url, REDIS_KEY_PREFIX="admin-presence:")
+    am = app.extensions["keel"]
+    client = app.test_client()
+    sign_in(client, *ADMIN)
+    server.stop()  # Redis gone: the page still renders, and says why there are no rooms
+    html = signed_in_page(client)
+    error = html.partition('id="presence-error"')[2].partition("</p>")[0]
+    assert "hidden" not in error and "Redis does not answer" in error, error
+    body = client.get("/admin/presence.json").get_json()
+    assert body["rooms"] == [] and "Redis does not answer" in body["error"]
+
+    monkeypatch.delitem(am._managers, "websocket")  # an app built without the WebSocket manager
+    html = signed_in_page(client)
+    assert 'id="presence-off"' in html and "WebSocket is not enabled" in html
+    assert 'id="presence-rooms"' not in html
+    assert client.get("/admin/presence.json").get_json()["websocket"] is False
