@@ -114,13 +114,17 @@ class Client:
 @pytest.fixture(autouse=True)
 def _quick_websocket_close(monkeypatch: pytest.MonkeyPatch) -> None:
     """websocket-client's ``close()`` waits up to 3 s for the server's closing frame, which the
-    Engine.IO client's own reader thread often consumes first: wait 0.2 s at most."""
+    Engine.IO client's own reader thread often consumes first: wait 0.2 s at most. And when the
+    server dropped the connection first (a refusal, ``force_disconnect``), ``close()`` returns
+    without closing the socket, leaving it to the garbage collector (a ResourceWarning in some
+    later test): close it."""
     import websocket
 
     original = websocket.WebSocket.close
 
     def close(self: Any, status: int = websocket.STATUS_NORMAL, reason: bytes = b"", timeout: float = 0.2) -> None:
         original(self, status, reason, min(timeout, 0.2))
+        self.shutdown()
 
     monkeypatch.setattr(websocket.WebSocket, "close", close)
 
