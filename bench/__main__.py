@@ -9,11 +9,16 @@ starts each one as a subprocess with the arguments below, stops it after its tim
 writes what it printed, with the machine's CPU count and the date, to ``bench/RESULTS.md``.
 A benchmark that fails or runs over its budget is reported as such and the others still run;
 the exit status is 1 when any failed.
+
+``RESULTS.md`` starts with one summary table built from the ``SUMMARY {json}`` lines the
+benchmarks print (one row each; keys in ``COLUMNS``, values a string, a number or a ``[min,
+max]`` range), then the machine and the date, then each benchmark's own output.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,19 +60,138 @@ BENCHES = (
 )
 
 
-def run(bench: Bench, quick: bool) -> tuple[str, str, float]:
+# The summary table: (SUMMARY key, column title). "measure" is required.
+COLUMNS = (
+    ("measure", "measure"),
+    ("shape", "shape"),
+    ("worker", "worker"),
+    ("redis", "Redis"),
+    ("keel", "Keel"),
+    ("vs_bare", "vs bare Flask"),
+    ("vs_minimal", "vs minimal peer"),
+    ("vs_equivalent", "vs equivalent peer"),
+    ("redis_cmds", "Redis cmds/req"),
+    ("goal", "goal"),
+    ("met", "met"),
+)
+KEYS = {key for key, _ in COLUMNS}
+PREFIX = "SUMMARY "
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    status: str  # "ok", "timeout", "failed (exit N)"
+    output: str
+    seconds: float
+
+
+def parse_summary(output: str) -> tuple[list[dict[str, Any]], list[str], str]:
+    """The ``SUMMARY`` records of a benchmark's output, the problems with unreadable ones, and
+    the output without those lines (the human part)."""
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    human: list[str] = []
+    for line in output.splitlines():
+        if not line.startswith(PREFIX):
+            human.append(line)
+            continue
+        try:
+            record = json.loads(line[len(PREFIX) :])
+        except ValueError as exc:
+            problems.append(f"not JSON ({exc}): {line[:200]}")
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("measure"), str):
+            problems.append(f"not an object with a measure: {line[:200]}")
+        elif unknown := sorted(set(record) - KEYS):
+            problems.append(f"unknown key(s) {', '.join(unknown)}: {line[:200]}")
+        elif bad := [k for k, v in record.items() if not _valid(v)]:
+            problems.append(f"unreadable value(s) of {', '.join(bad)}: {line[:200]}")
+        else:
+            records.append(record)
+    return records, problems, "\n".join(human)
+
+
+def _valid(value: Any) -> bool:
+    if isinstance(value, list):
+        return len(value) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    return value is None or isinstance(value, str | int | float)
+
+
+def cell(value: Any) -> str:
+    """A range ``[lo, hi]`` as ``lo–hi`` (one number when both read the same), numbers with two
+    decimals, text as it is (``|`` escaped)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        lo, hi = (f"{v:.2f}" for v in value)
+        return lo if lo == hi else f"{lo}–{hi}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def summary_table(outcomes: list[Outcome]) -> tuple[list[str], bool]:
+    """The markdown summary table of every benchmark's records (a row per record, a row per
+    failed benchmark or unreadable line) and whether every SUMMARY line was readable."""
+    lines = [
+        "| " + " | ".join(title for _, title in COLUMNS) + " | from |",
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    readable = True
+    for outcome in outcomes:
+        records, problems, _ = parse_summary(outcome.output)
+        for record in records:
+            lines.append("| " + " | ".join(cell(record.get(key)) for key, _ in COLUMNS) + f" | {outcome.name} |")
+        for problem in problems:
+            readable = False
+            lines.append(
+                f"| **unreadable SUMMARY line**: {cell(problem)} |{' |' * (len(COLUMNS) - 1)} {outcome.name} |"
+            )
+        if outcome.status != "ok":
+            lines.append(f"| **{outcome.status}** |{' |' * (len(COLUMNS) - 1)} {outcome.name} |")
+    return lines, readable
+
+
+def results_markdown(outcomes: list[Outcome], *, quick: bool, when: datetime, cpus: int | None) -> tuple[str, bool]:
+    """``RESULTS.md``: the summary table, the machine and the date, each benchmark's output."""
+    table, readable = summary_table(outcomes)
+    lines = [
+        "# Keel benchmark results",
+        "",
+        "Ratios are measured side by side in one run (several interleaved rounds: ranges are min–max",
+        'over rounds); "other / Keel" above 1 means Keel spends less CPU per request. Details below.',
+        "",
+        *table,
+        "",
+        f"{when:%Y-%m-%d %H:%M} UTC, {cpus} CPUs, Python {sys.version.split()[0]}, "
+        f"{'quick' if quick else 'full'} run (`make bench{' QUICK=1' if quick else ''}`).",
+        "",
+        "| benchmark | status | seconds |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {o.name} | {o.status} | {o.seconds:.0f} |" for o in outcomes]
+    for outcome in outcomes:
+        human = parse_summary(outcome.output)[2]
+        lines += ["", f"## {outcome.name}", "", "```", human.rstrip(), "```"]
+    return "\n".join(lines) + "\n", readable
+
+
+def run(bench: Bench, quick: bool) -> Outcome:
     args = bench.quick if quick else bench.full
-    budget = max(30, bench.budget_s // 4) if quick else bench.budget_s
+    budget = bench.quick_budget_s if quick else bench.budget_s
     command = [sys.executable, str(HERE / f"{bench.name}.py"), *args]
     started = time.monotonic()
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=budget, check=False)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
-        return "timeout", f"{out}\n(stopped after {budget} s)", time.monotonic() - started
+        return Outcome(bench.name, "timeout", f"{out}\n(stopped after {budget} s)", time.monotonic() - started)
     status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
     output = done.stdout if done.returncode == 0 else done.stdout + "\n" + done.stderr[-4000:]
-    return status, output, time.monotonic() - started
+    return Outcome(bench.name, status, output, time.monotonic() - started)
 
 
 def main() -> int:
@@ -80,28 +205,19 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(b.name for b in BENCHES)})")
     selected = [b for b in BENCHES if not wanted or b.name in wanted]
-    lines = [
-        "# Keel benchmark results",
-        "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"{'quick' if options.quick else 'full'} run (`make bench{' QUICK=1' if options.quick else ''}`).",
-        "Ratios are measured side by side in one run; each section is the benchmark's own output.",
-        "",
-        "| benchmark | status | seconds |",
-        "|---|---|---|",
-    ]
-    sections: list[str] = []
-    failed = False
+    outcomes = []
+    started = time.monotonic()
     for bench in selected:
         print(f"bench: {bench.name} ...", flush=True)
-        status, output, seconds = run(bench, options.quick)
-        failed |= status != "ok"
-        print(f"bench: {bench.name}: {status} in {seconds:.0f} s", flush=True)
-        lines.append(f"| {bench.name} | {status} | {seconds:.0f} |")
-        sections += ["", f"## {bench.name}", "", "```", output.rstrip(), "```"]
-    Path(options.output).write_text("\n".join(lines + sections) + "\n", encoding="utf-8")
-    print(f"bench: wrote {options.output}")
-    return 1 if failed else 0
+        outcome = run(bench, options.quick)
+        outcomes.append(outcome)
+        print(f"bench: {bench.name}: {outcome.status} in {outcome.seconds:.0f} s", flush=True)
+    text, readable = results_markdown(outcomes, quick=options.quick, when=datetime.now(UTC), cpus=os.cpu_count())
+    Path(options.output).write_text(text, encoding="utf-8")
+    print(f"bench: wrote {options.output} in {time.monotonic() - started:.0f} s")
+    if not readable:
+        print("bench: some SUMMARY lines were unreadable (see the table)", file=sys.stderr)
+    return 0 if readable and all(o.status == "ok" for o in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actions_common import keel_env, make_project, start_gunicorn, wrk
 from flask import Flask
+from harness import summary
 
 FILES, PER_FILE = 50, 20
 
@@ -106,6 +107,12 @@ def main() -> None:
         t = time.perf_counter()
         fresh._sync(initial=True)
         loads.append(time.perf_counter() - t)
+    summary(
+        {
+            "measure": f"boot: create_app with {FILES * PER_FILE} actions in {FILES} files (min–max of 3, in process)",
+            "keel": f"{min(boots) * 1e3:.0f}–{max(boots) * 1e3:.0f} ms",
+        }
+    )
     print(
         f"boot, create_app with {FILES * PER_FILE} actions in {FILES} files: {min(boots) * 1e3:.0f} ms "
         f"(with {PER_FILE} actions in 1 file: {min(small_boots) * 1e3:.0f} ms); "
@@ -125,6 +132,12 @@ def main() -> None:
             times.append(time.perf_counter() - t)
             assert changed["changed"] == [str(target)], changed
         times.sort()
+        summary(
+            {
+                "measure": f"reload of 1 changed file among {FILES}{label}",
+                "keel": f"median {statistics.median(times) * 1e3:.1f} ms, p95 {times[94] * 1e3:.1f} ms",
+            }
+        )
         print(
             f"reload of 1 changed file among {FILES}{label}: median {statistics.median(times) * 1e3:.1f} ms, "
             f"p95 {times[94] * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms"
@@ -163,7 +176,7 @@ def main() -> None:
     am.dispose()
 
     # 4. gunicorn: every worker's reload thread, file rewritten every 40 ms under wrk
-    if args.gunicorn_seconds > 0 and shutil.which("wrk"):
+    if args.gunicorn_seconds > 0:
         server = start_gunicorn(root, "keel", ACTIONS_RELOAD_INTERVAL="0.02", LOG_LEVEL="INFO")
         stop.clear()
         writes = 0
@@ -185,7 +198,16 @@ def main() -> None:
             stop.set()
             ed.join()
             server.stop()
+        assert server.log is not None
         reloads = len(re.findall(r"actions reloaded", server.log.read_text(errors="replace")))
+        summary(
+            {
+                "measure": "hot reloads under load (gunicorn, file rewritten every 40 ms): failed requests",
+                "keel": f"{res.non_2xx + res.errors} of {res.requests}, {reloads} reloads",
+                "goal": "0",
+                "met": "yes" if res.non_2xx + res.errors == 0 else "no",
+            }
+        )
         print(
             f"gunicorn 2 workers, {args.gunicorn_seconds:.0f} s: {writes} file writes, {reloads} reloads across "
             f"workers, {res.requests} requests ({res.rps:.0f}/s), non-2xx {res.non_2xx}, socket errors {res.errors}"
