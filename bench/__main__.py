@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -203,14 +204,58 @@ def run(bench: Bench, quick: bool) -> Outcome:
     budget = bench.quick_budget_s if quick else bench.budget_s
     command = [sys.executable, str(HERE / f"{bench.name}.py"), *args]
     started = time.monotonic()
+    # Its own session, so that a benchmark stopped at its budget takes its servers (gunicorn,
+    # redis-server, worker processes) with it; unbuffered, so that what it printed is kept.
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=budget, check=False)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+        out, err = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        out, err = stop_group(proc)
         return Outcome(bench.name, "timeout", f"{out}\n(stopped after {budget} s)", time.monotonic() - started)
-    status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
-    output = done.stdout if done.returncode == 0 else done.stdout + "\n" + done.stderr[-4000:]
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C): leave nothing running
+            stop_group(proc)
+    status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    output = out if proc.returncode == 0 else out + "\n" + err[-4000:]
     return Outcome(bench.name, status, output, time.monotonic() - started)
+
+
+def stop_group(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM to the benchmark's process group (gunicorn stops its workers), SIGKILL to what
+    is left after 10 s; what it printed so far."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            out, err = proc.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the script is gone; its servers may still be stopping
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(proc.pid):
+                time.sleep(0.2)
+            if _group_alive(proc.pid):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return out or "", err or ""
+    return "", ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main() -> int:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+import bench.__main__ as bench_main
 from bench import harness
 from bench.__main__ import BENCHES, COLUMNS, HERE, SKIPPED, Outcome, parse_summary, results_markdown, summary_table
 
@@ -133,3 +136,35 @@ def test_every_benchmark_is_a_script_and_quick_runs_fit_in_two_minutes() -> None
         assert (bench.quick is None) == (bench.quick_budget_s == 0), bench.name
     assert {"shapes", "ws_fanout"} <= {b.name for b in BENCHES if b.quick is not None}
     assert sum(b.quick_budget_s for b in BENCHES) <= 120  # each is stopped at its budget
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie waits for its reaper; it runs no more
+
+
+def test_a_benchmark_over_its_budget_is_stopped_with_its_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfile = tmp_path / "server.pid"
+    (tmp_path / "slow.py").write_text(
+        "import subprocess, sys, time\n"
+        f"server = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(server.pid))\n"
+        "print('round 1 done')\n"
+        "time.sleep(60)\n"
+    )
+    monkeypatch.setattr(bench_main, "HERE", tmp_path)
+    started = time.monotonic()
+    outcome = bench_main.run(bench_main.Bench("slow", (), ("--quick",), 60, 2), quick=True)
+    assert time.monotonic() - started < 20
+    assert outcome.status == "timeout"
+    assert "round 1 done" in outcome.output and "(stopped after 2 s)" in outcome.output
+    server = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(server), "the benchmark's server outlived it"
