@@ -69,9 +69,9 @@ BENCHES = (
     Bench("limits_pipeline", ("--requests", "3000", "--rounds", "3"), None, 600),
     Bench("actions_dispatch", ("--seconds", "10"), None, 300),
     # processes that each build an app: too slow to start for a quick run
-    Bench("limits_exactness", ("--repeats", "20"), None, 300),
+    Bench("limits_exactness", ("--repeats", "20"), None, 420),
     Bench("state_throughput", ("--seconds", "3"), None, 180),
-    Bench("state_lost_update", ("--processes", "16", "--updates", "1000"), None, 240),
+    Bench("state_lost_update", ("--processes", "16", "--updates", "1000"), None, 480),
 )
 
 
