@@ -32,6 +32,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -321,7 +322,9 @@ def start(target: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+    """SIGQUIT: gunicorn's quick shutdown (SIGTERM would wait ``graceful_timeout``, 20 s, for the
+    WebSocket connections a gevent worker still counts; the benchmark is over)."""
+    proc.send_signal(signal.SIGQUIT)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
@@ -415,12 +418,15 @@ def main() -> None:
         }
         for d in ("m-keel", "m-bare"):
             (tmp / d).mkdir()
+        begun = time.monotonic()
         procs.append(start("app:app", keel_env, tmp / "keel.log"))
         procs.append(start("bench.ws_fanout:bare_app()", bare_env, tmp / "bare.log"))
         masters = {"keel": procs[0].pid, "bare": procs[1].pid}
         wait_http(ports["keel"], "/healthz")
+        print(f"servers up in {time.monotonic() - begun:.0f} s", flush=True)
         Conn(ports["bare"], "probe").sock.close()  # the bare app answers a WebSocket handshake
         auth = {"keel": keel_users(ports["keel"], args.users), "bare": [{}]}
+        print(f"{args.users} Keel users registered and logged in after {time.monotonic() - begun:.0f} s", flush=True)
         print(
             f"{args.receivers} receivers in one room, 1 sender, {args.messages} messages; "
             f"one gevent worker each, Redis message queue; paced at {args.pace:g}/s; {args.rounds} rounds"
@@ -474,8 +480,10 @@ def main() -> None:
             }
         )
     finally:
+        t = time.monotonic()
         for proc in procs:
             stop(proc)
+        print(f"servers stopped in {time.monotonic() - t:.0f} s", flush=True)
         redis_proc.terminate()
         redis_proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
