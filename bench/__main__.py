@@ -48,7 +48,7 @@ class Bench:
 # Quick runs (`make bench QUICK=1`) must end within 2 minutes in all, on 2 busy cores: their
 # budgets add up to that, and the benchmarks whose point another one covers run in full runs only.
 BENCHES = (
-    Bench("shapes", (), ("--quick",), 600, 60),
+    Bench("shapes", (), ("--quick",), 600, 55),
     Bench(
         "ws_fanout",
         ("--rounds", "3"),
@@ -61,7 +61,7 @@ BENCHES = (
         ("--reloads", "1000", "--gunicorn-seconds", "20"),
         ("--reloads", "20", "--gunicorn-seconds", "0", "--boots", "1", "--samples", "20"),
         400,
-        15,
+        20,
     ),
     # shapes covers these in a quick run: POST user / GET public against bare Flask and the peer,
     # create_app's start-up, one EVALSHA per authenticated request
