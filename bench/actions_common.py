@@ -1,24 +1,19 @@
-"""Shared pieces of the actions benchmarks: a throw-away project (module + YAML), gunicorn
-processes, wrk runs and per-process CPU accounting. Not a test; see the ``actions_*.py`` scripts."""
+"""Shared pieces of the actions benchmarks: a throw-away project (module + YAML), its gunicorn
+servers (:mod:`harness`) and load runs (``wrk`` when installed, else the harness's Python
+client). Not a test; see the ``actions_*.py`` scripts."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
+import shutil
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from harness import ROOT, Gunicorn, closed_loop, http_request
 
 BENCH_MODULE = """
 from core import BaseModule, action
@@ -77,12 +72,6 @@ else:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def make_project(files: dict[str, str] | None = None) -> Path:
     """A temp dir with ``mods/benchmod``, ``acts/*.yaml``, ``secrets/`` and ``bench_apps.py``."""
     root = Path(tempfile.mkdtemp(prefix="keel-bench-"))
@@ -116,68 +105,14 @@ def keel_env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def workers(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return [int(c) for c in children]
-
-    def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.workers():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / CLK_TCK
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_gunicorn(root: Path, app: str, workers: int = 2, **env: str) -> Server:
-    port = free_port()
-    log = root / f"gunicorn-{app}-{port}.log"
-    proc = subprocess.Popen(
-        [
-            GUNICORN,
-            "-w",
-            str(workers),
-            "-k",
-            "sync",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(root),
-            "--log-level",
-            "warning",
-            "bench_apps:app",
-        ],
-        env=keel_env(root, BENCH_APP=app, **env),
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
+def start_gunicorn(root: Path, app: str, workers: int = 2, **env: str) -> Gunicorn:
+    """``gunicorn -k sync`` serving ``bench_apps:app`` of the project ``root`` (``BENCH_APP=app``)."""
+    server = Gunicorn(
+        app, "bench_apps:app", keel_env(root, BENCH_APP=app, **env), "sync", workers, cwd=root, conf=False
     )
-    server = Server(proc, port, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/bare?a=1&b=x", timeout=1).read()
-            if len(server.workers()) == workers:
-                return server
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"gunicorn did not start; see {log}:\n{log.read_text()[-3000:]}")
+    server.log = root / f"gunicorn-{app}-{server.port}.log"
+    server.start().wait()
+    return server
 
 
 @dataclass
@@ -199,6 +134,20 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, seconds: float, connections: int = 2) -> WrkResult:
+    """``wrk -t1 -c<connections>`` for ``seconds`` (keep-alive), or, without ``wrk``, the harness's
+    closed loop with as many threads (a new connection per request)."""
+    if shutil.which("wrk") is None:
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        load = closed_loop(parts.port or 80, http_request("GET", path), 10**9, connections, seconds=seconds)
+        return WrkResult(
+            requests=load.requests,
+            rps=load.rps,
+            non_2xx=sum(n for status, n in load.statuses.items() if not 200 <= status < 400),
+            errors=0,
+            p50_ms=load.percentile(0.5) * 1e3,
+            p99_ms=load.percentile(0.99) * 1e3,
+        )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
         capture_output=True,

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actions_common import keel_env, make_project, start_gunicorn, wrk
 from flask import Flask
+from harness import summary
 
 FILES, PER_FILE = 50, 20
 
@@ -76,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reloads", type=int, default=1000)
     parser.add_argument("--gunicorn-seconds", type=float, default=20)
+    parser.add_argument("--boots", type=int, default=3, help="boots of each app (min–max reported)")
+    parser.add_argument("--samples", type=int, default=100, help="timed reloads of one changed file")
     args = parser.parse_args()
 
     root = make_project({f"f{i:02d}.yaml": action_file(i) for i in range(FILES)})
@@ -84,7 +87,7 @@ def main() -> None:
     # 1. boot
     build(small, 1).extensions["keel"].dispose()  # imports and first-app costs, not measured
     boots, small_boots, loads = [], [], []
-    for _ in range(3):
+    for _ in range(args.boots):
         t = time.perf_counter()
         app = build(root, FILES)
         boots.append(time.perf_counter() - t)
@@ -100,12 +103,18 @@ def main() -> None:
     app = build(root, FILES)
     am = app.extensions["keel"]
     manager_cls = type(am.actions)
-    for _ in range(3):
+    for _ in range(args.boots):
         fresh = manager_cls()
         fresh.init_app(Flask("bench-load"), am)  # a throw-away app: the served one keeps its manager
         t = time.perf_counter()
         fresh._sync(initial=True)
         loads.append(time.perf_counter() - t)
+    summary(
+        {
+            "measure": f"boot: create_app with {FILES * PER_FILE} actions in {FILES} files (in process)",
+            "keel": f"{min(boots) * 1e3:.0f}–{max(boots) * 1e3:.0f} ms",
+        }
+    )
     print(
         f"boot, create_app with {FILES * PER_FILE} actions in {FILES} files: {min(boots) * 1e3:.0f} ms "
         f"(with {PER_FILE} actions in 1 file: {min(small_boots) * 1e3:.0f} ms); "
@@ -118,16 +127,23 @@ def main() -> None:
         if label:
             gc.freeze()
         times = []
-        for k in range(100):
+        for k in range(args.samples):
             write(target, action_file(7, variant=k + 1))
             t = time.perf_counter()
             changed = am.actions.reload()
             times.append(time.perf_counter() - t)
             assert changed["changed"] == [str(target)], changed
         times.sort()
+        p95 = times[int(len(times) * 0.95)]
+        summary(
+            {
+                "measure": f"reload of 1 changed file among {FILES}{label}",
+                "keel": f"median {statistics.median(times) * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms",
+            }
+        )
         print(
             f"reload of 1 changed file among {FILES}{label}: median {statistics.median(times) * 1e3:.1f} ms, "
-            f"p95 {times[94] * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms"
+            f"p95 {p95 * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms"
         )
     gc.unfreeze()
 
@@ -163,7 +179,7 @@ def main() -> None:
     am.dispose()
 
     # 4. gunicorn: every worker's reload thread, file rewritten every 40 ms under wrk
-    if args.gunicorn_seconds > 0 and shutil.which("wrk"):
+    if args.gunicorn_seconds > 0:
         server = start_gunicorn(root, "keel", ACTIONS_RELOAD_INTERVAL="0.02", LOG_LEVEL="INFO")
         stop.clear()
         writes = 0
@@ -185,7 +201,16 @@ def main() -> None:
             stop.set()
             ed.join()
             server.stop()
+        assert server.log is not None
         reloads = len(re.findall(r"actions reloaded", server.log.read_text(errors="replace")))
+        summary(
+            {
+                "measure": "hot reloads under load (gunicorn, file rewritten every 40 ms): failed requests",
+                "keel": f"{res.non_2xx + res.errors} of {res.requests}, {reloads} reloads",
+                "goal": "0",
+                "met": "yes" if res.non_2xx + res.errors == 0 else "no",
+            }
+        )
         print(
             f"gunicorn 2 workers, {args.gunicorn_seconds:.0f} s: {writes} file writes, {reloads} reloads across "
             f"workers, {res.requests} requests ({res.rps:.0f}/s), non-2xx {res.non_2xx}, socket errors {res.errors}"

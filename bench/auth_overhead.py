@@ -22,6 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import summary  # noqa: E402 - after the path set-up
+
 ACTIONS = """\
 version: 1
 actions:
@@ -100,6 +102,14 @@ def main() -> None:
     print(f"public action:        {pub[0]:8.1f} µs CPU/request  {pub[1]:8.1f} µs wall  {pub[2]:.2f} Redis round trips")
     print(f"authenticated action: {usr[0]:8.1f} µs CPU/request  {usr[1]:8.1f} µs wall  {usr[2]:.2f} Redis round trips")
     print(f"CPU ratio authenticated/public: {usr[0] / pub[0]:.2f}")
+    summary(
+        {
+            "measure": "in process: CPU of a user-token action / the same action public (best of 2)",
+            "redis": "no" if args.no_redis else "yes",
+            "keel": f"{usr[0]:.0f} µs vs {pub[0]:.0f} µs",
+            "redis_cmds": round(usr[2], 2),
+        }
+    )
     if not args.no_redis:
         client_r = redis.Redis.from_url(args.redis)
         keys = list(client_r.scan_iter(match=prefix + "*", count=1000))

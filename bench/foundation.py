@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import summary  # noqa: E402 - after the path set-up
+
 
 def base_config(tmp: Path) -> dict[str, Any]:
     (tmp / "actions").mkdir(exist_ok=True)
@@ -63,7 +65,9 @@ def start_bao(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [bao, "server", "-dev", "-dev-root-token-id=bench", f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp)},
     )
     addr = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -94,6 +98,12 @@ def main() -> None:
         app.extensions["keel"].dispose()
     logging.getLogger().setLevel(logging.WARNING)
     print(f"create_app: median {statistics.median(starts) * 1e3:.1f} ms over {args.starts} starts")
+    summary(
+        {
+            "measure": "boot: create_app, shipped modules, SQLite, no Redis (median, in process)",
+            "keel": f"{statistics.median(starts) * 1e3:.0f} ms",
+        }
+    )
 
     app = create_app(config, env={})
     client = app.test_client()

@@ -23,6 +23,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import summary  # noqa: E402 - after the path setup
 from tests.limits.test_exactness import run_workers  # noqa: E402 - after the path setup
 
 
@@ -59,6 +60,16 @@ def main() -> None:
     print(f"{args.processes} processes x {args.requests} requests x {args.repeats} repeats against {args.limit}")
     print(f"admitted per repeat: {totals}")
     print(f"{calls} calls in {elapsed:.1f}s; exact in {sum(t == expected for t in totals)}/{args.repeats} repeats")
+    exact = sum(t == expected for t in totals)
+    summary(
+        {
+            "measure": f"rate limit exact across {args.processes} processes ({args.limit})",
+            "redis": "yes",
+            "keel": f"exact in {exact}/{args.repeats} repeats",
+            "goal": "every repeat",
+            "met": "yes" if exact == args.repeats else "no",
+        }
+    )
     if any(t != expected for t in totals):
         sys.exit(1)
 

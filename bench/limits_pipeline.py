@@ -21,24 +21,18 @@ run inside scripts excluded), and the CPU efficiency ratios ``bare/keel`` (goal 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections import Counter
 from pathlib import Path
 
-import psutil
-import redis
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, Gunicorn, RedisServer, closed_loop, http_request, redis_commands, summary
+
 sys.path.insert(0, str(ROOT))
 
 ACTIONS = """\
@@ -58,121 +52,21 @@ BODY = json.dumps({"title": "Write the benchmark", "priority": 2}).encode()
 JWT_SECRET = "bench-" + "s" * 40
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Server(Gunicorn):
+    """One app of ``bench/limits_apps.py`` under ``gunicorn -k sync -w 2``, and its request."""
 
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class Server:
     def __init__(self, name: str, path: str, headers: dict[str, str], env: dict[str, str]) -> None:
-        self.name, self.path, self.headers = name, path, {"Content-Type": "application/json", **headers}
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-w",
-                "2",
-                "-k",
-                "sync",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--chdir",
-                str(ROOT),
-                "--log-level",
-                "warning",
-                "bench.limits_apps:app",
-            ],
-            env={**os.environ, **env, "BENCH_APP": name},
-        )
-        wait_port(self.port)
+        super().__init__(name, "bench.limits_apps:app", {**env, "BENCH_APP": name}, "sync", 2, conf=False)
+        self.payload = http_request("POST", path, {"Content-Type": "application/json", **headers}, BODY)
+        self.start()
 
-    def workers(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children()
-
-    def cpu(self) -> float:
-        total = 0.0
-        for p in [psutil.Process(self.proc.pid), *self.workers()]:
-            t = p.cpu_times()
-            total += t.user + t.system
-        return total
-
-    def call(self) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("POST", self.path, body=BODY, headers=self.headers)
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def drive(server: Server, n: int, concurrency: int) -> Counter[int]:
-    statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-    per_thread = n // concurrency
-
-    def loop() -> None:
-        local: Counter[int] = Counter()
-        for _ in range(per_thread):
-            local[server.call()] += 1
-        with lock:
-            statuses.update(local)
-
-    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
-
-
-def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    def drive(self, n: int, concurrency: int) -> dict[int, int]:
+        return dict(closed_loop(self.port, self.payload, n, concurrency).statuses)
 
 
 def commands_per_request(r_url: str, server: Server, n: int) -> float:
-    """Commands clients sent to Redis during ``n`` calls (MONITOR; script internals excluded)."""
-    seen: Counter[str] = Counter()
-    ready = threading.Event()
-    stop = f"bench-stop-{uuid.uuid4().hex}"
-    r = redis.Redis.from_url(r_url)
-
-    def watch() -> None:
-        with r.monitor() as m:
-            ready.set()
-            for cmd in m.listen():
-                if stop in cmd["command"]:
-                    return
-                name = cmd["command"].split()[0].upper()
-                if cmd.get("client_type") != "lua" and name not in {"HELLO", "CLIENT", "SELECT", "AUTH"}:
-                    seen[name] += 1
-
-    t = threading.Thread(target=watch)
-    t.start()
-    ready.wait(5)
-    for _ in range(n):
-        server.call()
-    r.echo(stop)
-    t.join(10)
-    r.close()
+    """Commands clients sent to Redis during ``n`` calls (MONITOR; commands run inside scripts excluded)."""
+    seen = redis_commands(r_url, lambda: server.drive(n, 1))
     print(f"  {server.name}: Redis commands in {n} requests: {dict(seen)}")
     return sum(seen.values()) / n
 
@@ -185,25 +79,8 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="keel-limits-bench-"))
-    redis_port = free_port()
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_port(redis_port)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_server = RedisServer(tmp)
+    redis_url = redis_server.url
     (tmp / "actions").mkdir()
     (tmp / "actions" / "bench.yaml").write_text(ACTIONS)
     (tmp / "secrets").mkdir()
@@ -244,31 +121,32 @@ def main() -> None:
         Server("keel", "/actions/bench_task", {"Authorization": f"Bearer {keel_token}"}, keel_env),
         Server("peer", "/task", {"Authorization": f"Bearer {peer_token}"}, peer_env),
     ]
-    r = redis.Redis.from_url(redis_url)
     try:
+        for s in servers:
+            s.wait()
         for s in servers:  # warm up every worker; check the answers
-            got = drive(s, 400, args.concurrency)
+            got = s.drive(400, args.concurrency)
             assert set(got) == {200}, (s.name, got)
         cmds = {s.name: commands_per_request(redis_url, s, 100) for s in servers}
         cpu = dict.fromkeys(cmds, 0.0)
         rcpu = dict.fromkeys(cmds, 0.0)
         wall = dict.fromkeys(cmds, 0.0)
         done = dict.fromkeys(cmds, 0)
+        rounds: dict[str, list[float]] = {name: [] for name in cmds}  # worker µs/request per round
         for _ in range(args.rounds):
             for s in servers:
-                c0, r0, t0 = s.cpu(), redis_cpu(r), time.perf_counter()
-                got = drive(s, args.requests, args.concurrency)
+                c0, r0, t0 = s.cpu_seconds(), redis_server.cpu_seconds(), time.perf_counter()
+                got = s.drive(args.requests, args.concurrency)
                 wall[s.name] += time.perf_counter() - t0
-                cpu[s.name] += s.cpu() - c0
-                rcpu[s.name] += redis_cpu(r) - r0
+                cpu[s.name] += s.cpu_seconds() - c0
+                rcpu[s.name] += redis_server.cpu_seconds() - r0
                 done[s.name] += sum(got.values())
+                rounds[s.name].append((s.cpu_seconds() - c0) / sum(got.values()) * 1e6)
                 assert set(got) == {200}, (s.name, got)
     finally:
         for s in servers:
             s.stop()
-        r.close()
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     def per_req(name: str, with_redis: bool) -> float:
@@ -295,6 +173,20 @@ def main() -> None:
             f"CPU efficiency ({label}): keel = {vs_bare:.2f}x bare Flask (goal >= 0.60), "
             f"{vs_peer:.2f}x the flask-jwt-extended + Flask-Limiter + pydantic peer (goal >= 1.6)"
         )
+    vs_bare_r = [b / k for b, k in zip(rounds["bare"], rounds["keel"], strict=True)]
+    vs_peer_r = [p / k for p, k in zip(rounds["peer"], rounds["keel"], strict=True)]
+    summary(
+        {
+            "measure": "CPU per request: other / Keel (bench_task: 3 limits, 2 params)",
+            "shape": "POST user",
+            "worker": "sync",
+            "redis": "yes",
+            "keel": f"{per_req('keel', False):.0f} µs",
+            "vs_bare": [min(vs_bare_r), max(vs_bare_r)],
+            "vs_equivalent": [min(vs_peer_r), max(vs_peer_r)],
+            "redis_cmds": round(cmds["keel"], 2),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import summary  # noqa: E402
 from bench.state_throughput import make_app, wait_subscribed  # noqa: E402
 
 
@@ -92,6 +93,15 @@ def main() -> None:
         print(f"  final value {final['data']['n']} (expected {expected}), version {final['version']}")
         print(
             f"  {elapsed:.1f}s, {expected / elapsed:,.0f} committed updates/s, {conflicts:,} version conflicts retried"
+        )
+        summary(
+            {
+                "measure": f"state: lost updates, {args.processes} processes x {args.updates} updates of one record",
+                "redis": "yes",
+                "keel": f"{expected - final['data']['n']} lost, {expected / elapsed:,.0f} updates/s",
+                "goal": "0 lost",
+                "met": "yes" if final["data"]["n"] == expected else "no",
+            }
         )
         app.extensions["keel"].dispose()
         if final["data"]["n"] != expected:

@@ -32,6 +32,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +42,11 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import children, free_port, summary
+from harness import cpu_seconds as _cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -158,14 +164,14 @@ class Conn:
             if length == 126:
                 if len(buf) - pos < 4:
                     break
-                length, offset = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                length, offset = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif length == 127:
                 if len(buf) - pos < 10:
                     break
-                length, offset = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                length, offset = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if len(buf) - pos < offset + length:
                 break
-            data = bytes(buf[pos + offset:pos + offset + length])
+            data = bytes(buf[pos + offset : pos + offset + length])
             pos += offset + length
             if opcode == 0x1:
                 out.append(data.decode())
@@ -249,13 +255,8 @@ class Fleet:
 
 
 def cpu_seconds(master: int) -> float:
-    """User + system CPU of the gunicorn workers of ``master`` so far."""
-    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True, check=False).stdout.split()
-    total = 0
-    for pid in out:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU of the gunicorn workers of ``master`` so far."""
+    return _cpu_seconds(children(master))
 
 
 def measure(port: int, master: int, auth: list[dict[str, str]], args: argparse.Namespace) -> dict[str, float]:
@@ -300,12 +301,6 @@ def measure(port: int, master: int, auth: list[dict[str, str]], args: argparse.N
 # --- servers ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_http(port: int, path: str, timeout: float = 60) -> None:
     import urllib.request
 
@@ -321,12 +316,15 @@ def wait_http(port: int, path: str, timeout: float = 60) -> None:
 
 def start(target: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
-        return subprocess.Popen([GUNICORN, "-c", "deploy/gunicorn.conf.py", target], cwd=ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [GUNICORN, "-c", "deploy/gunicorn.conf.py", target], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+    """SIGQUIT: gunicorn's quick shutdown (SIGTERM would wait ``graceful_timeout``, 20 s, for the
+    WebSocket connections a gevent worker still counts; the benchmark is over)."""
+    proc.send_signal(signal.SIGQUIT)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
@@ -340,10 +338,12 @@ def keel_users(port: int, count: int) -> list[dict[str, str]]:
     auth = []
     for i in range(count):
         name, password = f"fan{i}_{uuid.uuid4().hex[:6]}", "correct horse battery"
-        requests.post(f"http://127.0.0.1:{port}/auth/register", json={"username": name, "password": password},
-                      timeout=30).raise_for_status()
-        login = requests.post(f"http://127.0.0.1:{port}/auth/login", json={"username": name, "password": password},
-                              timeout=30)
+        requests.post(
+            f"http://127.0.0.1:{port}/auth/register", json={"username": name, "password": password}, timeout=30
+        ).raise_for_status()
+        login = requests.post(
+            f"http://127.0.0.1:{port}/auth/login", json={"username": name, "password": password}, timeout=30
+        )
         login.raise_for_status()
         auth.append({"token": login.json()["access_token"]})
     return auth
@@ -362,45 +362,86 @@ def main() -> None:
         raise SystemExit("redis-server is needed")
     tmp = Path(tempfile.mkdtemp(prefix="keel-ws-bench-"))
     redis_port = free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    redis_proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     try:
         base = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "LANG": "C.UTF-8",
-            "GUNICORN_WORKER_CLASS": "gevent", "GUNICORN_WORKERS": "1", "GUNICORN_WORKER_CONNECTIONS": "2000",
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "LANG": "C.UTF-8",
+            "GUNICORN_WORKER_CLASS": "gevent",
+            "GUNICORN_WORKERS": "1",
+            "GUNICORN_WORKER_CONNECTIONS": "2000",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "LOG_LEVEL": "WARNING",
         }
         ports = {"keel": free_port(), "bare": free_port()}
         (tmp / "secrets").mkdir()
         keel_env = {
-            **base, "PORT": str(ports["keel"]), "REDIS_KEY_PREFIX": "keel:", "APP_ENV": "test",
-            "DATABASE_URL": f"sqlite:///{tmp / 'keel.db'}", "SECRETS_DIR": str(tmp / "secrets"),
-            "JWT_SECRET_KEY": "bench-" + "k" * 40, "API_KEY_PEPPER": "bench-" + "p" * 20,
-            "ACTIONS_RELOAD_INTERVAL": "0", "LOG_FORMAT": "text", "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-keel"),
-            "RATE_LIMIT_IP": "1000000/minute", "RATE_LIMIT_USER": "1000000/minute",
-            "RATE_LIMIT_LOGIN": "1000000/minute", "WS_MESSAGE_RATE": "1000/second",
+            **base,
+            "PORT": str(ports["keel"]),
+            "REDIS_KEY_PREFIX": "keel:",
+            "APP_ENV": "test",
+            "DATABASE_URL": f"sqlite:///{tmp / 'keel.db'}",
+            "SECRETS_DIR": str(tmp / "secrets"),
+            "JWT_SECRET_KEY": "bench-" + "k" * 40,
+            "API_KEY_PEPPER": "bench-" + "p" * 20,
+            "ACTIONS_RELOAD_INTERVAL": "0",
+            "LOG_FORMAT": "text",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-keel"),
+            "RATE_LIMIT_IP": "1000000/minute",
+            "RATE_LIMIT_USER": "1000000/minute",
+            "RATE_LIMIT_LOGIN": "1000000/minute",
+            "WS_MESSAGE_RATE": "1000/second",
         }
-        bare_env = {**base, "PORT": str(ports["bare"]), "REDIS_KEY_PREFIX": "bare:",
-                    "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-bare"), "PYTHONPATH": str(ROOT)}
+        bare_env = {
+            **base,
+            "PORT": str(ports["bare"]),
+            "REDIS_KEY_PREFIX": "bare:",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-bare"),
+            "PYTHONPATH": str(ROOT),
+        }
         for d in ("m-keel", "m-bare"):
             (tmp / d).mkdir()
+        begun = time.monotonic()
         procs.append(start("app:app", keel_env, tmp / "keel.log"))
         procs.append(start("bench.ws_fanout:bare_app()", bare_env, tmp / "bare.log"))
         masters = {"keel": procs[0].pid, "bare": procs[1].pid}
         wait_http(ports["keel"], "/healthz")
+        print(f"servers up in {time.monotonic() - begun:.0f} s", flush=True)
         Conn(ports["bare"], "probe").sock.close()  # the bare app answers a WebSocket handshake
         auth = {"keel": keel_users(ports["keel"], args.users), "bare": [{}]}
-        print(f"{args.receivers} receivers in one room, 1 sender, {args.messages} messages; "
-              f"one gevent worker each, Redis message queue; paced at {args.pace:g}/s; {args.rounds} rounds")
+        print(f"{args.users} Keel users registered and logged in after {time.monotonic() - begun:.0f} s", flush=True)
+        print(
+            f"{args.receivers} receivers in one room, 1 sender, {args.messages} messages; "
+            f"one gevent worker each, Redis message queue; paced at {args.pace:g}/s; {args.rounds} rounds"
+        )
         results: dict[str, list[dict[str, float]]] = {"bare": [], "keel": []}
         for r in range(args.rounds):
             for name in ("bare", "keel") if r % 2 == 0 else ("keel", "bare"):
                 result = measure(ports[name], masters[name], auth[name], args)
                 results[name].append(result)
-                print(f"  round {r + 1} {name:<4}  {result['rate']:>9,.0f} deliveries/s  "
-                      f"{result['cpu_us']:5.1f} µs CPU/delivery   paced p50 {result['p50']:6.2f} ms  "
-                      f"p99 {result['p99']:6.2f} ms", flush=True)
+                print(
+                    f"  round {r + 1} {name:<4}  {result['rate']:>9,.0f} deliveries/s  "
+                    f"{result['cpu_us']:5.1f} µs CPU/delivery   paced p50 {result['p50']:6.2f} ms  "
+                    f"p99 {result['p99']:6.2f} ms",
+                    flush=True,
+                )
         keys = ("rate", "cpu_us", "p50", "p99")
         med = {n: {k: statistics.median(x[k] for x in rs) for k in keys} for n, rs in results.items()}
         rate_ratio = med["keel"]["rate"] / med["bare"]["rate"]
@@ -412,11 +453,37 @@ def main() -> None:
         print(f"keel/bare deliveries/s {rate_ratio:.2f} (rounds {min(rates):.2f}-{max(rates):.2f}; goal >= 0.80)")
         print(f"keel/bare paced p99    {p99_ratio:.2f} (rounds {min(p99s):.2f}-{max(p99s):.2f}; goal <= 1.25)")
         cpus = [y["cpu_us"] / x["cpu_us"] for x, y in zip(results["keel"], results["bare"], strict=True)]
-        print(f"bare/keel server CPU per delivery {med['bare']['cpu_us'] / med['keel']['cpu_us']:.2f} "
-              f"(rounds {min(cpus):.2f}-{max(cpus):.2f}; the same ratio measured in CPU, not wall time)")
+        print(
+            f"bare/keel server CPU per delivery {med['bare']['cpu_us'] / med['keel']['cpu_us']:.2f} "
+            f"(rounds {min(cpus):.2f}-{max(cpus):.2f}; the same ratio measured in CPU, not wall time)"
+        )
+        summary(
+            {
+                "measure": "Socket.IO fan-out deliveries/s: Keel / bare Flask-SocketIO",
+                "worker": "gevent",
+                "redis": "yes",
+                "keel": f"{med['keel']['rate']:,.0f}/s",
+                "vs_bare": [min(rates), max(rates)],
+                "goal": "≥ 0.80",
+                "met": "yes" if min(rates) >= 0.8 else "no" if max(rates) < 0.8 else "mixed",
+            }
+        )
+        summary(
+            {
+                "measure": "Socket.IO fan-out paced p99: Keel / bare Flask-SocketIO",
+                "worker": "gevent",
+                "redis": "yes",
+                "keel": f"{med['keel']['p99']:.1f} ms",
+                "vs_bare": [min(p99s), max(p99s)],
+                "goal": "≤ 1.25",
+                "met": "yes" if max(p99s) <= 1.25 else "no" if min(p99s) > 1.25 else "mixed",
+            }
+        )
     finally:
+        t = time.monotonic()
         for proc in procs:
             stop(proc)
+        print(f"servers stopped in {time.monotonic() - t:.0f} s", flush=True)
         redis_proc.terminate()
         redis_proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,3 +18,9 @@ class BenchEcho(BaseModule):
     def echo(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         user = ctx.user or {}
         return {"title": params["title"], "priority": params["priority"], "user": user.get("id")}
+
+    @action
+    def params(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        """Echo every validated parameter (the request shapes of ``bench/shapes.py``)."""
+        caller = ctx.user or ctx.api_key or {}
+        return {**params, "user": caller.get("id")}
