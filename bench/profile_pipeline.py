@@ -1,6 +1,6 @@
 """Where a request's CPU goes: deterministic instruction counts of Keel's pipeline, per phase.
 
-    .venv/bin/python bench/profile_pipeline.py [--requests 200] [--multiproc] [--no-rss]
+    .venv/bin/python bench/profile_pipeline.py [--requests 50] [--multiproc] [--no-rss]
 
 Requests are WSGI calls with a prebuilt environ (no test client, no sockets besides Redis), run
 in one process under ``valgrind --tool=callgrind`` with ``PYTHONHASHSEED=0``. The app boots
@@ -542,7 +542,7 @@ ORDER = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--multiproc", action="store_true", help="prometheus_client multiprocess mode")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS and start-up measurement")
