@@ -94,7 +94,7 @@ class Pipeline:
             step(req, ctx_g, response)
         state = get_state(ctx_g)  # created here when the before step did not run
         if access_log.logger.isEnabledFor(logging.INFO):
-            access_log.log_request(req, state.started, response)
+            access_log.log_request(req, state.started, response, state)
         headers = response.headers
         headers[HEADER] = state.request_id
         # Security headers (SPEC §3), set here once for every response. add(): nothing else sets them.
