@@ -46,8 +46,25 @@ _REDACTIONS = (
 _TRIGGERS = re.compile(r"(?i)eyJ|keel_|bearer|basic|passw|secret|token|api[_-]?key|authorization|pepper|credential|://")
 
 
+# The same test on ASCII text, lower-cased (exact there: ASCII letters have ASCII cases only),
+# ten times faster than the case-insensitive alternation.
+_TRIGGER_WORDS = tuple(
+    "eyj keel_ bearer basic passw secret token apikey api_key api-key authorization pepper credential ://".split()
+)
+
+
+def _may_hold_secret(text: str) -> bool:
+    if text.isascii():
+        low = text.lower()
+        for word in _TRIGGER_WORDS:
+            if word in low:
+                return True
+        return False
+    return _TRIGGERS.search(text) is not None
+
+
 def redact(text: str) -> str:
-    if _TRIGGERS.search(text) is None:
+    if not _may_hold_secret(text):
         return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
@@ -124,6 +141,8 @@ def _extras(record: logging.LogRecord) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")  # (a record time's whole second, its text)
+
     def format(self, record: logging.LogRecord) -> str:
         return self.line(
             record.created,
@@ -140,8 +159,12 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         """The line of a record with these fields (``extras``: (name, value) pairs; ``None``
         values are left out). :func:`format` and the access log's direct path both use it."""
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:  # the seconds' text, made once per second
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(msecs):03d}Z",
+            "time": cached[1] + f".{int(msecs):03d}Z",
             "level": level,
             "logger": name,
             "message": message,

@@ -111,6 +111,16 @@ def _redact_every_pattern(text: str) -> str:
         "postgresql://keel:s3cret@db:5432/keel",
         "nothing secret-looking here: user=bob id=42",
         "",
+        "APIKEY=k2",
+        "API_KEY=k3",
+        "api-key: k4",
+        "PassWd: p2",
+        "X-Auth-Token: t2",
+        "redis://:p4ss@cache:6379/0",
+        # not ASCII: the case-insensitive search (ſ is an s, K a k to it)
+        "paſſword=hunter2 ſecret=s5",
+        "api_Key=k5 token=été",
+        "café — nothing here",
     ],
 )
 def test_redact_skips_only_text_no_pattern_would_change(text: str) -> None:
