@@ -15,14 +15,17 @@ any value of the path or query string, declared or not, is a 400 ``validation_er
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
 from core.actions.params import CoercionError, ParamSet, nul_details
 from core.errors import BadRequest, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from werkzeug.sansio.response import Response
 
 NO_BODY: Any = object()
 """What :func:`read_body` returns when the request has no body."""
@@ -77,6 +80,26 @@ class JSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        """What :meth:`DefaultJSONProvider.response` answers (the same body and headers), with
+        the encoder ``json.dumps`` would build for these settings built once and reused (an
+        encoder keeps no state between calls). A subclass's own ``dumps`` is still called."""
+        if type(self).dumps is not DefaultJSONProvider.dumps:
+            return super().response(*args, **kwargs)
+        obj = self._prepare_response_obj(args, kwargs)
+        indent = (self.compact is None and self._app.debug) or self.compact is False
+        key = (indent, self.default, self.ensure_ascii, self.sort_keys)
+        cached = self._encoder
+        if cached is None or cached[0] != key:
+            layout: dict[str, Any] = {"indent": 2} if indent else {"separators": (",", ":")}
+            encoder = json.JSONEncoder(
+                default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys, **layout
+            )
+            cached = self._encoder = (key, encoder.encode)
+        return self._app.response_class(f"{cached[1](obj)}\n", mimetype=self.mimetype)
+
+    _encoder: tuple[tuple[Any, ...], Callable[[Any], str]] | None = None
 
 
 def _holds_nul(value: Any) -> bool:
