@@ -62,3 +62,46 @@ def test_oversize_body_is_refused_before_the_limiter_counts_it(make_app: Any) ->
     assert big.status_code == 413
     assert "X-RateLimit-Limit" not in big.headers  # refused before the limiter step ran
     assert client.get("/actions").status_code == 200  # the 413 did not use the IP's one request
+
+
+def _flask_response(app: Any, obj: Any) -> Any:
+    from flask.json.provider import DefaultJSONProvider
+
+    return DefaultJSONProvider.response(app.json, obj)
+
+
+def test_json_response_is_flasks(make_app: Any) -> None:
+    """Keel's JSON provider reuses its encoder: the same body and headers as Flask's own
+    response(), in every layout, and after a setting is changed at run time."""
+    app = make_app()
+    obj = {"z": 1, "a": ["é", 2.5, None, True], "n": {"k": "<\u2028>"}, "d": __import__("datetime").date(2024, 1, 2)}
+    with app.app_context():
+        for debug, compact, sort_keys, ensure_ascii in [
+            (False, None, False, False),
+            (True, None, False, False),
+            (False, False, False, False),
+            (False, True, True, True),
+            (False, None, False, False),
+        ]:
+            app.debug, app.json.compact = debug, compact
+            app.json.sort_keys, app.json.ensure_ascii = sort_keys, ensure_ascii  # type: ignore[attr-defined]
+            ours, flask = app.json.response(obj), _flask_response(app, obj)
+            assert ours.get_data() == flask.get_data()
+            assert list(ours.headers) == list(flask.headers)
+            assert ours.status_code == flask.status_code == 200
+        app.json.default = lambda o: "custom"  # type: ignore[method-assign]
+        assert b'"d":"custom"' in app.json.response(obj).get_data()
+
+
+def test_security_and_rate_limit_headers_in_order(make_app: Any) -> None:
+    """The headers the pipeline adds, as add() would add them (names, values, order)."""
+    app = make_app(RATE_LIMIT_IP="100/minute", BAN_EXEMPT_NETWORKS=[])
+    response = app.test_client().get("/openapi.json")
+    names = [k for k, _ in response.headers]
+    wanted = ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit"]
+    wanted += ["X-Request-ID", "X-Content-Type-Options", "Referrer-Policy"]
+    assert [n for n in names if n in wanted] == wanted
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["RateLimit-Policy"] == '"ip";q=100;w=60'
+    assert response.headers["RateLimit"] == f'"ip";r={response.headers["X-RateLimit-Remaining"]};t=60'
