@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.sansio.request import Request as _SansioRequest
 
 from core.actions.params import CoercionError, ParamSet, nul_details
 from core.errors import BadRequest, UnsupportedMediaType
@@ -31,6 +33,8 @@ NO_BODY: Any = object()
 """What :func:`read_body` returns when the request has no body."""
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+_ARGS = _SansioRequest.__dict__["args"]  # Werkzeug's parsing of the query string (see query_values)
 _NUL_ESCAPE = "\\u0000"  # the only way a NUL can be in valid JSON text (raw control characters are refused)
 
 
@@ -147,8 +151,10 @@ def collect_params(
     """
     details: list[dict[str, str]] = []
     failed: set[str] = set()
-    if req.args:
-        _query(req, params, values, details, failed)
+    if req.query_string:
+        grouped = query_values(req)
+        if grouped:
+            _query(grouped, params, values, details, failed)
     if req.method in BODY_METHODS:
         body = read_body(req)
         if body is not NO_BODY:
@@ -165,13 +171,33 @@ def collect_params(
     return validated
 
 
+def query_values(req: Request) -> dict[str, list[str]]:
+    """The query string's values by name, names in first-appearance order: what iterating
+    ``req.args`` and its ``getlist`` give, parsed as Werkzeug parses ``args`` but without
+    building the MultiDict (``req.args`` itself when something already read it)."""
+    args = req.__dict__.get("args")  # cached_property: set once read
+    if args is not None or type(req).args is not _ARGS:
+        args = req.args
+        return {key: args.getlist(key) for key in args}
+    grouped: dict[str, list[str]] = {}
+    for key, value in parse_qsl(req.query_string.decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
+        raws = grouped.get(key)
+        if raws is None:
+            grouped[key] = [value]
+        else:
+            raws.append(value)
+    return grouped
+
+
 def _query(
-    req: Request, params: ParamSet, values: dict[str, Any], details: list[dict[str, str]], failed: set[str]
+    grouped: dict[str, list[str]],
+    params: ParamSet,
+    values: dict[str, Any],
+    details: list[dict[str, str]],
+    failed: set[str],
 ) -> None:
     by_name = params.by_name
-    args = req.args
-    for key in args:
-        raws = args.getlist(key)
+    for key, raws in grouped.items():
         if key in values:
             details.append({"param": key, "message": "given in two places (path and query string); give it once"})
             failed.add(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from core.http.pipeline import pipeline
@@ -105,3 +106,32 @@ def test_security_and_rate_limit_headers_in_order(make_app: Any) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["RateLimit-Policy"] == '"ip";q=100;w=60'
     assert response.headers["RateLimit"] == f'"ip";r={response.headers["X-RateLimit-Remaining"]};t=60'
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "a=1&b=2&a=3",
+        "title=Write+the+profile&priority=2",
+        "x=%ZZ&y=%e9t%C3%A9&z=%00",  # invalid escapes, a Latin-1 byte, UTF-8, a NUL
+        "blank=&flag&=v&&;semi=1",
+        "k%20ey=v%2Bw&k+ey=2",
+        "é=ü&%FF=1",
+    ],
+)
+def test_query_values_are_what_request_args_gives(make_app: Any, query: str) -> None:
+    """Parameters read from the query string without building ``request.args``: the same names,
+    in the same order, with the same values (Werkzeug's parsing)."""
+    from flask import request
+
+    from core.http.body import query_values
+
+    app = make_app()
+    with app.test_request_context("/x?" + query):
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        ours = query_values(req)
+        assert "args" not in req.__dict__  # request.args was not built
+        args = req.args
+        assert list(ours) == list(args)
+        assert ours == {key: args.getlist(key) for key in args}
+        assert query_values(req) == ours  # read from request.args once it is parsed
