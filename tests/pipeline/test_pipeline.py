@@ -135,3 +135,38 @@ def test_query_values_are_what_request_args_gives(make_app: Any, query: str) -> 
         assert list(ours) == list(args)
         assert ours == {key: args.getlist(key) for key in args}
         assert query_values(req) == ours  # read from request.args once it is parsed
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1, "b": [1, 2.5, "\\u00e9"], "c": {"d": null}}',
+        '{"a": 1}',
+        "\ufeff{}",  # text starting with a BOM: refused, as json.loads refuses it
+        b"\xef\xbb\xbf{}",  # UTF-8 bytes with their BOM: read, as json.loads reads them
+        '{"a": 1} x',
+        "[1, 2",
+        '"just text"',
+        '{"a": 1, "a": 2}',
+        b"\xff\xfe{\x00}\x00",  # UTF-16 LE
+    ],
+)
+def test_body_loads_accepts_what_json_loads_accepts(data: bytes | str) -> None:
+    """The body parser (its decoder built once) reads what json.loads reads, the same value; a
+    repeated key is refused besides."""
+    import json
+
+    from core.errors import BadRequest
+    from core.http.body import loads
+
+    try:
+        expected = json.loads(data)
+    except ValueError:
+        with pytest.raises(BadRequest):
+            loads(data)
+        return
+    if data == '{"a": 1, "a": 2}':
+        with pytest.raises(BadRequest, match="more than once"):
+            loads(data)
+    else:
+        assert loads(data) == expected
