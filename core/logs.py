@@ -40,7 +40,32 @@ _REDACTIONS = (
 )
 
 
+# Every redaction above needs one of these substrings (case-insensitively: a superset of what
+# each pattern requires), so a message without any of them is returned as is after ONE search
+# instead of five substitutions (an access log line: ~0.6 µs instead of ~12 µs).
+_TRIGGERS = re.compile(r"(?i)eyJ|keel_|bearer|basic|passw|secret|token|api[_-]?key|authorization|pepper|credential|://")
+
+
+# The same test on ASCII text, lower-cased (exact there: ASCII letters have ASCII cases only),
+# ten times faster than the case-insensitive alternation.
+_TRIGGER_WORDS = tuple(
+    "eyj keel_ bearer basic passw secret token apikey api_key api-key authorization pepper credential ://".split()
+)
+
+
+def _may_hold_secret(text: str) -> bool:
+    if text.isascii():
+        low = text.lower()
+        for word in _TRIGGER_WORDS:
+            if word in low:
+                return True
+        return False
+    return _TRIGGERS.search(text) is not None
+
+
 def redact(text: str) -> str:
+    if not _may_hold_secret(text):
+        return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
@@ -73,7 +98,9 @@ def _redacting_factory(base: Any) -> Any:
 def install_redaction() -> None:
     base = logging.getLogRecordFactory()
     if not getattr(base, "_keel_redacting", False):
-        logging.setLogRecordFactory(_redacting_factory(base))
+        factory = _redacting_factory(base)
+        factory._keel_base = base
+        logging.setLogRecordFactory(factory)
 
 
 class RequestContextFilter(logging.Filter):
@@ -104,20 +131,50 @@ def audit(event: str, outcome: str = "ok", message: str | None = None, **fields:
         AUDIT.log(level, message or f"{event} {outcome}", extra={"event": event, "outcome": outcome, **fields})
 
 
+# json.dumps(out, default=str) builds this encoder on every call; built once, the same output.
+_JSON_ENCODE = json.JSONEncoder(default=str).encode
+
+
+def _extras(record: logging.LogRecord) -> Any:
+    """The record's own fields (``extra=``, the request context filter's), in their order."""
+    return ((k, v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
+
+
 class JsonFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")  # (a record time's whole second, its text)
+
     def format(self, record: logging.LogRecord) -> str:
+        return self.line(
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            _extras(record),
+            record.exc_text,
+        )
+
+    def line(
+        self, created: float, msecs: float, level: str, name: str, message: str, extras: Any, exc_text: str | None
+    ) -> str:
+        """The line of a record with these fields (``extras``: (name, value) pairs; ``None``
+        values are left out). :func:`format` and the access log's direct path both use it."""
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:  # the seconds' text, made once per second
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "time": cached[1] + f".{int(msecs):03d}Z",
+            "level": level,
+            "logger": name,
+            "message": message,
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_") and value is not None:
+        for key, value in extras:
+            if value is not None:
                 out[key] = value
-        if record.exc_text:
-            out["exc_info"] = record.exc_text
-        return json.dumps(out, default=str)
+        if exc_text:
+            out["exc_info"] = exc_text
+        return _JSON_ENCODE(out)
 
 
 # Control characters (C0, DEL, C1, and the Unicode line/paragraph separators) written as escapes,
@@ -136,19 +193,30 @@ class TextFormatter(logging.Formatter):
     lines that start with ``"  | "``, so none of its lines can pass for a record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = (
-            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {escape_control(record.name)}: "
-            f"{escape_control(record.getMessage())}"
+        return self.line(
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            _extras(record),
+            record.exc_text,
         )
-        extras = [
-            f"{escape_control(k)}={escape_control(str(v))}"
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD and not k.startswith("_") and v is not None
-        ]
-        if extras:
-            line += "  [" + " ".join(extras) + "]"
-        if record.exc_text:
-            line += "".join("\n  | " + escape_control(t) for t in record.exc_text.splitlines())
+
+    def line(
+        self, created: float, msecs: float, level: str, name: str, message: str, extras: Any, exc_text: str | None
+    ) -> str:
+        """As :meth:`JsonFormatter.line`."""
+        # formatTime(record, "%H:%M:%S"): the converter of the record's time, then strftime
+        line = (
+            f"{time.strftime('%H:%M:%S', self.converter(created))} {level:<7} {escape_control(name)}: "
+            f"{escape_control(message)}"
+        )
+        fields = [f"{escape_control(k)}={escape_control(str(v))}" for k, v in extras if v is not None]
+        if fields:
+            line += "  [" + " ".join(fields) + "]"
+        if exc_text:
+            line += "".join("\n  | " + escape_control(t) for t in exc_text.splitlines())
         return line
 
 
@@ -202,3 +270,84 @@ def configure_logging(level: str = "INFO", fmt: str = "text", log_file: str | No
     root.setLevel(level)
     keel = logging.getLogger("keel")
     keel.setLevel(level)
+    global _OWN
+    factory = logging.getLogRecordFactory()
+    own = root.handlers == handlers and all(type(h) is ConsoleHandler for h in handlers)
+    if own and getattr(factory, "_keel_base", None) is logging.LogRecord:
+        _OWN = (handlers[:], [h.filters[:] for h in handlers], formatter, factory)
+    else:
+        _OWN = None
+
+
+# -- the access log's direct path ------------------------------------------------------------------
+# Keel's configuration as configure_logging() left it: (root's handlers — all Keel's console
+# handlers —, each one's filters, the formatter, the record factory). None when it is not
+# Keel's own (a user's handler on the root logger at configuration, a LOG_FILE handler, a
+# record factory of their own).
+_OWN: tuple[list[logging.Handler], list[list[Any]], logging.Formatter, Any] | None = None
+_ROOT = logging.getLogger()
+
+
+def own_handlers(logger: logging.Logger) -> list[logging.Handler] | None:
+    """The handlers a record of ``logger`` at INFO reaches when they are exactly Keel's own as
+    ``configure_logging`` installed them and nothing was added since (no handler or filter on
+    ``logger`` or its parents, no other handler on the root logger, no handler level above
+    INFO, the same filters, formatter and record factory); otherwise None.
+
+    With Keel's own configuration, what ``logger.handle(record)`` writes is known in advance:
+    :func:`write_own` writes the same line without building the ``LogRecord``."""
+    own = _OWN
+    if own is None:
+        return None
+    handlers, filters, formatter, factory = own
+    if logger.filters or logger.disabled or logging.getLogRecordFactory() is not factory:
+        return None
+    c: Any = logger
+    while c is not _ROOT:
+        if c.handlers or not c.propagate:
+            return None
+        c = c.parent
+        if c is None:
+            return None
+    if c.handlers != handlers:
+        return None
+    for handler, its_filters in zip(handlers, filters, strict=True):
+        if handler.filters != its_filters or handler.formatter is not formatter or handler.level > logging.INFO:
+            return None
+    return handlers
+
+
+if sys.version_info >= (3, 13):
+
+    def record_time() -> tuple[float, float]:
+        """(created, msecs) as ``LogRecord.__init__`` computes them."""
+        ns = time.time_ns()
+        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+
+else:
+
+    def record_time() -> tuple[float, float]:
+        """(created, msecs) as ``LogRecord.__init__`` computes them."""
+        ct = time.time()
+        return ct, int((ct - int(ct)) * 1000) + 0.0
+
+
+def write_own(handlers: list[logging.Handler], name: str, message: str, extras: Any, make_record: Any) -> None:
+    """Write one INFO line of logger ``name`` (``message``: the redacted message; ``extras``:
+    (field, value) pairs in the record's order, the request context filter's included) to
+    ``handlers`` (from :func:`own_handlers`), as ``StreamHandler.emit`` does: under the
+    handler's lock, then flushed. A failed write goes to ``handleError`` with the record
+    ``make_record()`` builds, as it would."""
+    created, msecs = record_time()
+    line = None
+    for handler in handlers:
+        if line is None:
+            line = handler.formatter.line(created, msecs, "INFO", name, message, extras, None)  # type: ignore[union-attr]
+        with handler.lock:  # type: ignore[union-attr]
+            try:
+                handler.stream.write(line + handler.terminator)  # type: ignore[attr-defined]
+                handler.flush()
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - StreamHandler.emit's own catch
+                handler.handleError(make_record())

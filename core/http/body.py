@@ -15,19 +15,26 @@ any value of the path or query string, declared or not, is a 400 ``validation_er
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.sansio.request import Request as _SansioRequest
 
 from core.actions.params import CoercionError, ParamSet, nul_details
 from core.errors import BadRequest, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from werkzeug.sansio.response import Response
 
 NO_BODY: Any = object()
 """What :func:`read_body` returns when the request has no body."""
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+_ARGS = _SansioRequest.__dict__["args"]  # Werkzeug's parsing of the query string (see query_values)
 _NUL_ESCAPE = "\\u0000"  # the only way a NUL can be in valid JSON text (raw control characters are refused)
 
 
@@ -49,6 +56,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# The decoder json.loads(text, object_pairs_hook=_unique_keys) builds on every call, built once
+# (a decoder keeps no state between calls; json.loads shares its default one the same way).
+_decode = json.JSONDecoder(object_pairs_hook=_unique_keys).decode
+
+
 def loads(data: bytes | str) -> Any:
     """Parse a JSON body; :class:`BadRequest` when it is not valid JSON, repeats a key in an
     object, is nested too deeply to parse, or holds a NUL character in a string."""
@@ -56,7 +68,7 @@ def loads(data: bytes | str) -> Any:
         # What json.loads does with bytes (UTF-8, or UTF-16/32 by their byte pattern); done here
         # so that the NUL test below searches the text once.
         text = data.decode(json.detect_encoding(data), "surrogatepass") if isinstance(data, bytes) else data
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = _decode(text)  # a BOM in text is refused, as json.loads refuses it
     except _DuplicateKey as exc:
         raise BadRequest(f"The JSON body has the key {exc.key!r} more than once.") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -77,6 +89,26 @@ class JSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        """What :meth:`DefaultJSONProvider.response` answers (the same body and headers), with
+        the encoder ``json.dumps`` would build for these settings built once and reused (an
+        encoder keeps no state between calls). A subclass's own ``dumps`` is still called."""
+        if type(self).dumps is not DefaultJSONProvider.dumps:
+            return super().response(*args, **kwargs)
+        obj = self._prepare_response_obj(args, kwargs)
+        indent = (self.compact is None and self._app.debug) or self.compact is False
+        key = (indent, self.default, self.ensure_ascii, self.sort_keys)
+        cached = self._encoder
+        if cached is None or cached[0] != key:
+            layout: dict[str, Any] = {"indent": 2} if indent else {"separators": (",", ":")}
+            encoder = json.JSONEncoder(
+                default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys, **layout
+            )
+            cached = self._encoder = (key, encoder.encode)
+        return self._app.response_class(f"{cached[1](obj)}\n", mimetype=self.mimetype)
+
+    _encoder: tuple[tuple[Any, ...], Callable[[Any], str]] | None = None
 
 
 def _holds_nul(value: Any) -> bool:
@@ -124,8 +156,10 @@ def collect_params(
     """
     details: list[dict[str, str]] = []
     failed: set[str] = set()
-    if req.args:
-        _query(req, params, values, details, failed)
+    if req.query_string:
+        grouped = query_values(req)
+        if grouped:
+            _query(grouped, params, values, details, failed)
     if req.method in BODY_METHODS:
         body = read_body(req)
         if body is not NO_BODY:
@@ -142,13 +176,33 @@ def collect_params(
     return validated
 
 
+def query_values(req: Request) -> dict[str, list[str]]:
+    """The query string's values by name, names in first-appearance order: what iterating
+    ``req.args`` and its ``getlist`` give, parsed as Werkzeug parses ``args`` but without
+    building the MultiDict (``req.args`` itself when something already read it)."""
+    args = req.__dict__.get("args")  # cached_property: set once read
+    if args is not None or type(req).args is not _ARGS:
+        args = req.args
+        return {key: args.getlist(key) for key in args}
+    grouped: dict[str, list[str]] = {}
+    for key, value in parse_qsl(req.query_string.decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
+        raws = grouped.get(key)
+        if raws is None:
+            grouped[key] = [value]
+        else:
+            raws.append(value)
+    return grouped
+
+
 def _query(
-    req: Request, params: ParamSet, values: dict[str, Any], details: list[dict[str, str]], failed: set[str]
+    grouped: dict[str, list[str]],
+    params: ParamSet,
+    values: dict[str, Any],
+    details: list[dict[str, str]],
+    failed: set[str],
 ) -> None:
     by_name = params.by_name
-    args = req.args
-    for key in args:
-        raws = args.getlist(key)
+    for key, raws in grouped.items():
         if key in values:
             details.append({"param": key, "message": "given in two places (path and query string); give it once"})
             failed.add(key)

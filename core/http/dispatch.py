@@ -81,17 +81,20 @@ def dispatch(manager: ActionManager, name: str, rest: str | None) -> Any:
     finally:
         if ADMIN_ROLE in action.requirement.roles:  # every admin action is a security event
             audit("admin_action", "ok" if status < 400 else "failed", action=name, status=status)
-        am.hooks.trigger(
-            "action_executed",
-            name=name,
-            identity=ctx.identity,
-            status=status,
-            duration_ms=(time.perf_counter() - started) * 1e3,
-        )
+        hooks = am.hooks
+        if hooks.listening("action_executed"):  # else nothing to build the event's data for
+            hooks.trigger(
+                "action_executed",
+                name=name,
+                identity=ctx.identity,
+                status=status,
+                duration_ms=(time.perf_counter() - started) * 1e3,
+            )
     response = current_app.json.response(
         {"success": True, "action": name, "result": result, "request_id": ctx.request_id}
     )
-    response.status_code = status
+    if response.status_code != status:  # the setter builds the status line again
+        response.status_code = status
     return response
 
 

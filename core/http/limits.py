@@ -21,7 +21,7 @@ from flask.ctx import _AppCtxGlobals
 from core.http.client import request_ip
 from core.http.health import EXEMPT_ENDPOINTS
 from core.http.pipeline import pipeline
-from core.http.state import RequestState, get_state
+from core.http.state import RequestState, add_headers, get_state
 from core.limits.plan import ADMITTED, Outcome, TierState, tightest, to_seconds
 
 if TYPE_CHECKING:
@@ -110,13 +110,18 @@ class LimitSteps:
             entry = (policy, [(st.check.tiers, st.tier) for st in states])
             if len(self._policies) < MAX_POLICIES:
                 self._policies[key] = entry
-        # add(), not set(): these headers are set nowhere else, and add() skips a scan
-        headers = response.headers
-        headers.add("X-RateLimit-Limit", limit)
-        headers.add("X-RateLimit-Remaining", remaining)
-        headers.add("X-RateLimit-Reset", reset)
-        headers.add("RateLimit-Policy", entry[0])
-        headers.add("RateLimit", f'"{_policy_name(tight)}";r={remaining};t={reset}')
+        # added, not set: these headers are set nowhere else, and adding skips a scan. The values
+        # are numbers and the policy names (level names and numbers from the configuration).
+        add_headers(
+            response.headers,
+            (
+                ("X-RateLimit-Limit", limit),
+                ("X-RateLimit-Remaining", remaining),
+                ("X-RateLimit-Reset", reset),
+                ("RateLimit-Policy", entry[0]),
+                ("RateLimit", f'"{_policy_name(tight)}";r={remaining};t={reset}'),
+            ),
+        )
 
 
 def _policy_name(state: TierState) -> str:

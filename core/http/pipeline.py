@@ -31,7 +31,7 @@ from werkzeug.sansio.utils import host_is_trusted
 from core.errors import BadRequest, PayloadTooLarge
 from core.http import access_log
 from core.http.health import EXEMPT_ENDPOINTS
-from core.http.state import ENVIRON_KEY, HEADER, RequestState, get_state, new_request_id
+from core.http.state import ENVIRON_KEY, HEADER, RequestState, add_headers, get_state, new_request_id
 
 EXTENSION = "keel.pipeline"
 
@@ -94,12 +94,11 @@ class Pipeline:
             step(req, ctx_g, response)
         state = get_state(ctx_g)  # created here when the before step did not run
         if access_log.logger.isEnabledFor(logging.INFO):
-            access_log.log_request(req, state.started, response)
+            access_log.log_request(req, state.started, response, state)
         headers = response.headers
         headers[HEADER] = state.request_id
         # Security headers (SPEC §3), set here once for every response. add(): nothing else sets them.
-        headers.add("X-Content-Type-Options", "nosniff")
-        headers.add("Referrer-Policy", "no-referrer")
+        add_headers(headers, _SECURITY_HEADERS)
         if state.no_store:  # the body carries a secret (tokens, a new API key)
             headers["Cache-Control"] = "no-store"
             headers.add("Pragma", "no-cache")
@@ -112,6 +111,9 @@ class Pipeline:
 
 # HTML pages (/docs, /admin) load only this origin's scripts, styles and images, and may not be
 # framed. Swagger UI sets inline style attributes and uses data: images, hence those two.
+# Security headers (SPEC §3) every response carries, in the order they are added.
+_SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+
 HTML_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"

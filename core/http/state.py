@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import g, request
 from flask.ctx import _AppCtxGlobals
+from werkzeug.datastructures import Headers
 
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # what request.headers[HEADER] reads
@@ -59,3 +60,14 @@ def get_state(ctx_g: _AppCtxGlobals | None = None) -> RequestState:
 
 def current_request_id() -> str:
     return get_state().request_id
+
+
+def add_headers(headers: Headers, items: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> None:
+    """``headers.add(name, value)`` for each item, for values Keel made (constants, numbers, text
+    checked once): appended as the ``(name, value)`` tuples ``add`` appends, without its
+    per-value newline check. Another ``Headers`` class (a subclass): its own ``add``."""
+    if type(headers) is Headers:
+        headers._list.extend(items)
+    else:
+        for name, value in items:
+            headers.add(name, value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from core.limits.parse import Tier
 
@@ -25,8 +26,9 @@ class BanPolicy:
     strike_memory_ms: int = 86_400_000  # a ban within this time after the last one ends is a repeat
 
 
-@dataclass(frozen=True)
-class LimitCheck:
+class LimitCheck(NamedTuple):
+    """One limit of a plan (a NamedTuple: built for every request, read-only)."""
+
     level: str  # ip | user | api_key | action | login | custom
     key: str  # store key below the "rl:" prefix
     tiers: tuple[Tier, ...]
@@ -41,9 +43,9 @@ class Plan:
     force_violation: int = -1  # charge identities[i] with a violation (a failed login)
 
 
-@dataclass(frozen=True)
-class TierState:
-    """One tier after the request: what the rate-limit headers report."""
+class TierState(NamedTuple):
+    """One tier after the request: what the rate-limit headers report (a NamedTuple: built for
+    every limit of every request, read-only)."""
 
     check: LimitCheck
     tier: Tier

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,18 @@ LUA_SHA = hashlib.sha1(LUA.encode()).hexdigest()  # noqa: S324 - Redis names scr
 
 # Idle connections the store keeps (more are closed after their call; see _command).
 MAX_IDLE = 16
+# Packed plan shapes kept (see RedisStore._packed_shape).
+MAX_SHAPES = 256
+
+try:  # what the hiredis reader answers while a reply is incomplete (redis-py's own marker)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: the connection's own calls
+    _NOT_ENOUGH_DATA = None
+
+
+def _resp(items: list[bytes]) -> bytes:
+    """Bulk strings in RESP, as a command's arguments are sent."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(item), item) for item in items)
 
 
 class RedisStore:
@@ -47,6 +60,9 @@ class RedisStore:
         }
         self._pid = os.getpid()
         self._free: list[Any] = []  # idle connections of _command
+        self._shapes: dict[tuple[Any, ...], tuple[tuple[bytes, bytes], list[Any]]] = {}
+        kwargs = pool.connection_kwargs
+        self._encoding = (kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict"))
 
     # -- keys -------------------------------------------------------------------------------
     def ban_key(self, kind: str, identifier: str) -> str:
@@ -66,9 +82,44 @@ class RedisStore:
             keys += [f"{prefix}ban:{kind}:{ident}", f"{prefix}viol:{kind}:{ident}", f"{prefix}strikes:{kind}:{ident}"]
         keys += plan.revocation_keys
         keys += [f"{prefix}rl:{c.key}" for c in plan.limits]  # the limits' sliding logs
+        nonce = os.urandom(8).hex()
+        head, tail = self._packed_shape(plan, len(keys))
+        # The command in RESP, as the connection's packer would write it: the head (EVALSHA, the
+        # SHA, the key count) and the constant arguments packed once per plan shape.
+        encoding, errors = self._encoding
+        parts = [head]
+        for key in keys:
+            b = key.encode(encoding, errors)
+            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        parts.append(b"$16\r\n%b\r\n" % nonce.encode())
+        parts.append(tail)
+        try:
+            raw = self._on_connection(self._call_packed, b"".join(parts))
+        except redis_lib.exceptions.NoScriptError:  # Redis restarted (or flushed its scripts)
+            raw = self._command("EVAL", LUA, len(keys), *keys, *self._argv(plan, nonce))
+        status, which, ms, now, rev, flat, strikes, rejected = raw
+        limits = plan.limits
+        states = []
+        for i in range(0, len(flat), 4):
+            check = limits[flat[i] - 1]
+            states.append(TierState(check, check.tiers[flat[i + 1] - 1], flat[i + 2], flat[i + 3]))
+        return Outcome(
+            int(status),
+            int(now),
+            states,
+            int(which) - 1,
+            int(rejected) - 1,
+            int(ms),
+            int(strikes),
+            list(rev) if status != BANNED else None,
+        )
+
+    def _argv(self, plan: Plan, nonce: str) -> list[Any]:
+        """The script's ARGV: the nonce, the counts, the ban policy, the forced violation, each
+        limit's blame and tiers."""
         p = self.policy
         args: list[Any] = [
-            os.urandom(8).hex(),
+            nonce,
             len(plan.identities),
             len(plan.revocation_keys),
             len(plan.limits),
@@ -83,29 +134,37 @@ class RedisStore:
             args += [check.blame + 1, len(check.tiers)]
             for tier in check.tiers:
                 args += [tier.limit, tier.window_ms]
-        try:
-            raw = self._command("EVALSHA", LUA_SHA, len(keys), *keys, *args)
-        except redis_lib.exceptions.NoScriptError:
-            raw = self._command("EVAL", LUA, len(keys), *keys, *args)
-        status, which, ms, now, rev, flat, strikes, rejected = raw
-        states = [
-            TierState(check, check.tiers[flat[i + 1] - 1], flat[i + 2], flat[i + 3])
-            for i in range(0, len(flat), 4)
-            for check in (plan.limits[flat[i] - 1],)
-        ]
-        return Outcome(
-            status=int(status),
-            now_ms=int(now),
-            states=states,
-            identity=int(which) - 1,
-            retry_ms=int(ms),
-            strikes=int(strikes),
-            rejected_limit=int(rejected) - 1,
-            revocation_values=list(rev) if status != BANNED else None,
+        return args
+
+    def _packed_shape(self, plan: Plan, n_keys: int) -> tuple[bytes, bytes]:
+        """(the command's head up to the key count, the ARGV after the nonce), in RESP; one
+        pair per plan shape (counts, forced violation, each limit's blame and tiers)."""
+        # A limit's tiers by identity (the configuration's tuples: hashing a Tier is a Python
+        # call); the entry keeps them alive, so their ids are not reused while it is cached.
+        shape = (
+            len(plan.identities),
+            len(plan.revocation_keys),
+            plan.force_violation,
+            *[(c.blame, id(c.tiers)) for c in plan.limits],
         )
+        entry = self._shapes.get(shape)
+        if entry is not None:
+            return entry[0]
+        argv = self._argv(plan, "")[1:]
+        items = [b"EVALSHA", LUA_SHA.encode(), str(n_keys).encode()]
+        head = b"*%d\r\n" % (len(items) + n_keys + 1 + len(argv)) + _resp(items)
+        packed = (head, _resp([str(a).encode() for a in argv]))
+        if len(self._shapes) >= MAX_SHAPES:  # shapes come from configuration: a handful
+            self._shapes.clear()
+        self._shapes[shape] = (packed, [c.tiers for c in plan.limits])
+        return packed
 
     def _command(self, *args: Any) -> Any:
-        """One command on one of the store's own connections.
+        """One command on one of the store's own connections (see :meth:`_on_connection`)."""
+        return self._on_connection(self._call, args)
+
+    def _on_connection(self, call: Any, payload: Any) -> Any:
+        """``call(conn, payload)`` on one of the store's own connections.
 
         Not the Redis manager's pool, for two reasons. The limiter's calls need a 100 ms
         socket timeout and no retry (``RATE_LIMIT_REDIS_TIMEOUT``: a hung Redis costs one
@@ -120,24 +179,24 @@ class RedisStore:
         The connections are built from the manager's client settings (one URL, credentials,
         TLS), at most ``MAX_IDLE`` are kept idle, and one is used per call in flight.
         ``list.pop``/``append`` are atomic, so threads share the list safely; a connection is
-        only returned to it after a complete reply (redis-py disconnects one whose reply was
-        cut short, and it reconnects on its next command)."""
+        only returned to it after a complete reply (one whose reply was cut short, or that
+        failed in any way, is disconnected; it reconnects on its next command)."""
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
             self._pid, self._free = os.getpid(), []
         free = self._free
         try:
             conn = free.pop()
         except IndexError:
-            return self._call(self._connection_class(**self._connection_kwargs), args)
+            return call(self._connection_class(**self._connection_kwargs), payload)
         try:
-            return self._call(conn, args)
+            return call(conn, payload)
         except redis_lib.TimeoutError:
             raise
         except redis_lib.ConnectionError:
             # An idle connection that Redis closed (a restart, after the circuit was closed by
             # the Redis manager's prober): one retry on a fresh connection. A refused or reset
             # connect fails at once, so this never doubles a hung Redis's 100 ms.
-            return self._call(self._connection_class(**self._connection_kwargs), args)
+            return call(self._connection_class(**self._connection_kwargs), payload)
 
     def _call(self, conn: Any, args: tuple[Any, ...]) -> Any:
         try:
@@ -149,6 +208,69 @@ class RedisStore:
         except BaseException:
             conn.disconnect()
             # Its idle siblings are likely dead too (Redis restarted): drop them.
+            self._drop_idle()
+            raise
+        self._release(conn)
+        return reply
+
+    def _call_packed(self, conn: Any, packed: bytes) -> Any:
+        """A packed command and its reply: straight on the socket and the connection's hiredis
+        reader (what ``send_packed_command`` + ``read_response`` do for a RESP2 connection,
+        without their layers), else through them."""
+        parser = conn._parser
+        if conn._sock is None:
+            try:
+                conn.connect()
+            except BaseException:
+                conn.disconnect()
+                self._drop_idle()
+                raise
+        reader = getattr(parser, "_reader", None)
+        if (
+            reader is None
+            or _NOT_ENOUGH_DATA is None
+            or conn.protocol not in (2, "2", None)
+            or parser._next_response is not _NOT_ENOUGH_DATA
+        ):
+            return self._call_generic_packed(conn, packed)
+        sock = conn._sock
+        try:
+            sock.sendall(packed)
+            reply = reader.gets()
+            if reply is _NOT_ENOUGH_DATA:
+                buffer = parser._buffer
+                while reply is _NOT_ENOUGH_DATA:
+                    n = sock.recv_into(buffer)
+                    if n == 0:
+                        raise redis_lib.ConnectionError("Connection closed by server.")
+                    reader.feed(buffer, 0, n)
+                    reply = reader.gets()
+            if isinstance(reply, redis_lib.ConnectionError):  # -LOADING and the like
+                raise reply
+        except BaseException as exc:
+            conn.disconnect()
+            self._drop_idle()  # its idle siblings are likely dead too (Redis restarted)
+            if isinstance(exc, redis_lib.RedisError):
+                raise
+            if isinstance(exc, socket.timeout):
+                raise redis_lib.TimeoutError("Timeout reading from socket") from exc
+            if isinstance(exc, OSError):
+                raise redis_lib.ConnectionError(f"Error while talking to Redis: {exc.args}") from exc
+            raise
+        self._release(conn)
+        if isinstance(reply, redis_lib.ResponseError):  # an error reply: the connection is fine
+            raise reply
+        return reply
+
+    def _call_generic_packed(self, conn: Any, packed: bytes) -> Any:
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            reply = conn.read_response()
+        except redis_lib.ResponseError:
+            self._release(conn)
+            raise
+        except BaseException:
+            conn.disconnect()
             self._drop_idle()
             raise
         self._release(conn)

@@ -17,6 +17,7 @@ from core.managers.base import Manager
 
 logger = logging.getLogger(__name__)
 
+
 class HooksManager(Manager):
     name: ClassVar[str] = "hooks"
 
@@ -38,6 +39,11 @@ class HooksManager(Manager):
     def unregister(self, name: str, callback: Callable[..., Any]) -> None:
         with self._lock:
             self._hooks[name] = [e for e in self._hooks.get(name, []) if e[2] is not callback]
+
+    def listening(self, name: str) -> bool:
+        """Whether ``name`` has a listener now (a caller may skip building an event nobody
+        receives: :meth:`trigger` would call nothing)."""
+        return bool(self._hooks.get(name))
 
     def trigger(self, name: str, /, **data: Any) -> list[Any]:
         results: list[Any] = []

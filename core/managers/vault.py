@@ -22,11 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import hvac
-import hvac.exceptions
-import requests
 from flask import Flask
 
+# hvac and requests (~6 MiB per process) are imported by the functions that use them: only a
+# process with VAULT_ADDR set builds a VaultSource, and only it loads them.
 from core.breaker import CircuitBreaker, CircuitOpen
 from core.errors import ConfigError
 from core.managers.base import Manager
@@ -56,6 +55,9 @@ class VaultFailure(Exception):
 
 def classify(exc: BaseException) -> str:
     """The failure class of an exception raised by hvac/requests."""
+    import hvac.exceptions
+    import requests
+
     if isinstance(exc, requests.exceptions.Timeout):
         return "timeout"
     if isinstance(exc, requests.exceptions.ConnectionError):
@@ -93,6 +95,9 @@ class VaultSource:
     """
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
+        import hvac.exceptions
+        import requests
+
         self.addr: str = settings["VAULT_ADDR"]
         self.mount: str = settings["VAULT_MOUNT"]
         self.path: str = settings["VAULT_PATH"]
@@ -174,6 +179,9 @@ class VaultSource:
 
     def read(self) -> list[str] | None:
         """Read every field once; returns the changed field names, or ``None`` on failure."""
+        import hvac.exceptions
+        import requests
+
         with self.lock:
             self.attempt_at = time.monotonic()
             try:
@@ -209,6 +217,9 @@ class VaultSource:
         no body): cheap enough to run every few seconds. A failure is recorded like a failed
         read (``/health`` degraded, the cached values still served, reads retried each second);
         an answer changes nothing — only a successful read clears a failure."""
+        import hvac.exceptions
+        import requests
+
         with self.lock:
             self.probed_at = time.monotonic()
             try:
@@ -224,6 +235,9 @@ class VaultSource:
 
     def renew(self) -> bool:
         """Renew the token when it is due (two thirds of its TTL used); log in again if it cannot be."""
+        import hvac.exceptions
+        import requests
+
         with self.lock:
             if self.renew_failed_at is not None and time.monotonic() - self.renew_failed_at < RETRY_EVERY:
                 return False
@@ -255,6 +269,8 @@ class VaultSource:
 
     def _renew_token(self) -> None:
         """Renew a renewable token; AppRole logs in again when renewal cannot extend it."""
+        import hvac.exceptions
+
         if self.token_renewable:
             previous_ttl = self.token_ttl or 0
             try:

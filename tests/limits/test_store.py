@@ -229,3 +229,114 @@ def test_script_survives_script_flush(redis_store: Any) -> None:
     assert store.evaluate(plan).status == ADMITTED
     store.client.script_flush()
     assert store.evaluate(plan).status == ADMITTED
+
+
+def test_packed_evalsha_is_what_the_connection_packs(redis_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EVALSHA the store writes (its constant arguments packed once per plan shape) is byte
+    for byte the command redis-py packs from the same arguments."""
+    import os
+
+    from core.limits.redis_store import LUA_SHA
+
+    store = redis_store(POLICY)
+    monkeypatch.setattr(os, "urandom", lambda n: bytes(range(1, n + 1)))
+    sent: list[bytes] = []
+    call_packed = store._call_packed
+
+    def spy(conn: Any, packed: bytes) -> Any:
+        sent.append(packed)
+        return call_packed(conn, packed)
+
+    monkeypatch.setattr(store, "_call_packed", spy)
+    plans = [
+        one("5/minute", key="pack"),
+        Plan(
+            [("ip", "5.5.5.5"), ("user", "zoé")],
+            [
+                LimitCheck("ip", "ip:5.5.5.5", parse_limit("40/minute"), 0),
+                LimitCheck("user", "user:zoé", parse_limit("20/second;30/minute"), 1),
+                LimitCheck("action", "action:a:user:zoé", parse_limit("9/hour"), -1),
+            ],
+            ["deny:1", "deny:2"],
+            force_violation=1,
+        ),
+    ]
+    for plan in plans * 2:  # the second time from the packed shapes
+        sent.clear()
+        assert store.evaluate(plan).status == ADMITTED
+        keys = [k for kind, ident in plan.identities for k in _ident_keys(store, kind, ident)]
+        keys += plan.revocation_keys + [f"{store.prefix}rl:{c.key}" for c in plan.limits]
+        args = store._argv(plan, bytes(range(1, 9)).hex())
+        expected = b"".join(redis.Connection().pack_command("EVALSHA", LUA_SHA, len(keys), *keys, *args))
+        assert sent == [expected]
+    assert len(store._shapes) == 2
+
+
+def _ident_keys(store: RedisStore, kind: str, ident: str) -> list[str]:
+    return [store.ban_key(kind, ident), store.viol_key(kind, ident), store.strikes_key(kind, ident)]
+
+
+def test_noscript_reply_keeps_the_connection(redis_store: Any) -> None:
+    """After NOSCRIPT (an error reply) the connection is fine: back among the idle ones, and
+    the EVAL that followed loaded the script for the next EVALSHA."""
+    store = redis_store()
+    plan = one("5/minute", key="noscript")
+    store.evaluate(plan)
+    (conn,) = store._free
+    store.client.script_flush()
+    assert store.evaluate(plan).status == ADMITTED
+    assert store._free == [conn] and conn._sock is not None
+    assert store.client.script_exists(store_sha())[0]
+
+
+def store_sha() -> str:
+    from core.limits.redis_store import LUA_SHA
+
+    return LUA_SHA
+
+
+def test_connection_closed_by_redis_is_replaced(redis_store: Any) -> None:
+    """An idle connection that Redis closed (CLIENT KILL, a restart): the call is made again on
+    a fresh connection; the dead one is disconnected, not kept."""
+    store = redis_store()
+    plan = one("50/minute", key="killed")
+    store.evaluate(plan)
+    (old,) = store._free
+    old.send_command("CLIENT", "ID")
+    old_id = old.read_response()
+    store.client.client_kill_filter(_id=old_id)
+    assert store.evaluate(plan).status == ADMITTED
+    (fresh,) = store._free
+    assert fresh is not old and old._sock is None and fresh._sock is not None
+
+
+class _FailingReader:
+    """A hiredis reader that raises on its first ``gets`` (an error mid-reply)."""
+
+    def __init__(self, reader: Any, exc: BaseException) -> None:
+        self.reader, self.exc = reader, exc
+
+    def gets(self, *args: Any) -> Any:
+        raise self.exc
+
+    def feed(self, *args: Any) -> None:
+        self.reader.feed(*args)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_error_mid_call_leaves_no_half_read_connection(redis_store: Any, exc: BaseException) -> None:
+    """Any failure between the command and its complete reply disconnects the connection and
+    keeps it out of the idle list (its unread reply would answer the next call)."""
+    store = redis_store()
+    plan = one("50/minute", key="midcall")
+    store.evaluate(plan)
+    store.evaluate(plan)
+    (conn,) = store._free  # one connection, reused
+    conn._parser._reader = _FailingReader(conn._parser._reader, exc)
+    with pytest.raises(type(exc)):
+        store.evaluate(plan)
+    assert store._free == [] and conn._sock is None
+    out = store.evaluate(plan)  # a fresh connection, its reply its own
+    assert out.status == ADMITTED and out.states[0].remaining == 50 - 4
+    (fresh,) = store._free
+    assert fresh is not conn and fresh._sock is not None
