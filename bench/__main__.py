@@ -73,6 +73,7 @@ BENCHES = (
     Bench("limits_exactness", ("--repeats", "20"), None, 420),
     Bench("state_throughput", ("--seconds", "3"), None, 180),
     Bench("state_lost_update", ("--processes", "16", "--updates", "1000"), None, 480),
+    Bench("profile_pipeline", ("--requests", "50"), None, 300),  # needs valgrind and gcc
 )
 
 
