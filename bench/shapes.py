@@ -8,7 +8,7 @@ or ``gevent``, ``GUNICORN_WORKERS=2``), the apps of ``bench/limits_apps.py``:
 
 - ``bare``: bare Flask routes echoing their parameters;
 - ``keel``: ``create_app()`` with the shipped modules plus an echo module, ``APP_ENV=production``,
-  SQLite, ``LOG_LEVEL=WARNING``; actions ``shape_<get|post>_<public|user|key>`` (IP and user
+  SQLite, ``LOG_LEVEL=INFO`` (the default: its access log on); actions ``shape_<get|post>_<public|user|key>`` (IP and user
   limits, plus a per-action limit on the authenticated ones: the equivalent peer's three);
 - ``minimal``: flask-jwt-extended + Flask-Limiter (one limit) + pydantic;
 - ``peer`` (equivalent): flask-jwt-extended with a Redis deny-list + Flask-Limiter on Redis
@@ -151,7 +151,7 @@ def project(tmp: Path) -> Project:
     keel_env = {
         "APP_ENV": "production",
         "TRUSTED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # the default: one access-log line per request, as shipped
         "DATABASE_URL": f"sqlite:///{tmp / 'keel.db'}",
         "SECRETS_DIR": str(tmp / "secrets"),
         "ACTIONS_DIR": str(tmp / "acts"),
