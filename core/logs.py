@@ -140,8 +140,8 @@ def _extras(record: logging.LogRecord) -> Any:
     return ((k, v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
 
 
-class JsonFormatter(logging.Formatter):
-    _second: tuple[int, str] = (-1, "")  # (a record time's whole second, its text)
+class _LineFormatter(logging.Formatter):
+    """A formatter whose text is :meth:`line` of the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(
@@ -153,6 +153,15 @@ class JsonFormatter(logging.Formatter):
             _extras(record),
             record.exc_text,
         )
+
+    def line(
+        self, created: float, msecs: float, level: str, name: str, message: str, extras: Any, exc_text: str | None
+    ) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(_LineFormatter):
+    _second: tuple[int, str] = (-1, "")  # (a record time's whole second, its text)
 
     def line(
         self, created: float, msecs: float, level: str, name: str, message: str, extras: Any, exc_text: str | None
@@ -188,20 +197,9 @@ def escape_control(text: str) -> str:
     return text if text.isprintable() else text.translate(_CONTROL)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """One line per record; every field escaped (:func:`escape_control`). A traceback follows on
     lines that start with ``"  | "``, so none of its lines can pass for a record."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.line(
-            record.created,
-            record.msecs,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            _extras(record),
-            record.exc_text,
-        )
 
     def line(
         self, created: float, msecs: float, level: str, name: str, message: str, extras: Any, exc_text: str | None

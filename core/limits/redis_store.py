@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +200,12 @@ class RedisStore:
             return call(self._connection_class(**self._connection_kwargs), payload)
 
     def _call(self, conn: Any, args: tuple[Any, ...]) -> Any:
+        return self._round_trip(conn, lambda: conn.send_command(*args))
+
+    def _round_trip(self, conn: Any, send: Callable[[], None]) -> Any:
+        """``send()`` then the reply, through redis-py's connection layers."""
         try:
-            conn.send_command(*args)
+            send()
             reply = conn.read_response()
         except redis_lib.ResponseError:
             self._release(conn)  # an error reply (NOSCRIPT, a script error): the connection is fine
@@ -263,18 +268,7 @@ class RedisStore:
         return reply
 
     def _call_generic_packed(self, conn: Any, packed: bytes) -> Any:
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            reply = conn.read_response()
-        except redis_lib.ResponseError:
-            self._release(conn)
-            raise
-        except BaseException:
-            conn.disconnect()
-            self._drop_idle()
-            raise
-        self._release(conn)
-        return reply
+        return self._round_trip(conn, lambda: conn.send_packed_command(packed, check_health=False))
 
     def _release(self, conn: Any) -> None:
         free = self._free
