@@ -106,19 +106,23 @@ LIMIT_HEADERS = {
 
 
 def limit_header_names() -> list[str]:
-    """The header names ``core/http/limits.py`` adds to responses (``headers.add("Name", …)``)."""
+    """The header names ``core/http/limits.py`` adds to responses: ``headers.add("Name", …)``
+    calls, or ``("Name", value)`` pairs appended to the header list, for names that start with
+    ``RateLimit`` or ``X-RateLimit``."""
     tree = ast.parse((ROOT / "core" / "http" / "limits.py").read_text(encoding="utf-8"))
     names = []
     for node in ast.walk(tree):
+        first = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add":
+            first = node.args[0] if node.args else None
+        elif isinstance(node, ast.Tuple) and len(node.elts) == 2:
+            first = node.elts[0]
         if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "add"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
+            isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and first.value.startswith(("RateLimit", "X-RateLimit"))
         ):
-            names.append(node.args[0].value)
+            names.append(first.value)
     return names
 
 

@@ -115,6 +115,9 @@ class RedisBackend:
             # restart; more retries would only delay the breaker.
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
+            # RESP2 on every redis-py version (8 defaults to RESP3): the Lua scripts' replies
+            # (nil and false, nested arrays) and the limiter's reply reader are read as RESP2.
+            protocol=2,
         )
         self.breaker = breaker
         self._set_if_newer = self._client.register_script(_SET_IF_NEWER)

@@ -235,7 +235,10 @@ class RedisStore:
             reader is None
             or _NOT_ENOUGH_DATA is None
             or conn.protocol not in (2, "2", None)
-            or parser._next_response is not _NOT_ENOUGH_DATA
+            # a reply read ahead and not yet taken (redis-py 5-7 keep it in ``_next_response``,
+            # redis-py 8 leaves it in the reader): that connection's own calls deal with it
+            or getattr(parser, "_next_response", _NOT_ENOUGH_DATA) is not _NOT_ENOUGH_DATA
+            or reader.has_data()
         ):
             return self._call_generic_packed(conn, packed)
         sock = conn._sock
@@ -268,7 +271,7 @@ class RedisStore:
         return reply
 
     def _call_generic_packed(self, conn: Any, packed: bytes) -> Any:
-        return self._round_trip(conn, lambda: conn.send_packed_command(packed, check_health=False))
+        return self._round_trip(conn, lambda: conn.send_packed_command([packed], check_health=False))
 
     def _release(self, conn: Any) -> None:
         free = self._free

@@ -165,9 +165,11 @@ def test_forced_violation_bans_the_named_identity_only() -> None:
 # -- the Lua script ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_store(redis_url: str, redis_prefix: str) -> Any:
-    client = redis.Redis.from_url(redis_url)
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def redis_store(redis_url: str, redis_prefix: str, request: pytest.FixtureRequest) -> Any:
+    """A store on a client speaking RESP2 (Keel's own client: the reply read straight from the
+    socket) or RESP3 (redis-py 8's default: through redis-py's connection layers)."""
+    client = redis.Redis.from_url(redis_url, protocol=request.param)
     yield lambda policy=NO_BANS: RedisStore(client, redis_prefix, policy)
     client.close()
 
@@ -321,6 +323,9 @@ class _FailingReader:
 
     def feed(self, *args: Any) -> None:
         self.reader.feed(*args)
+
+    def has_data(self) -> bool:
+        return bool(self.reader.has_data())
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
