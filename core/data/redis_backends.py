@@ -107,7 +107,7 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, timeout: float, breaker: CircuitBreaker) -> None:
-        self._client = redis_lib.Redis.from_url(
+        self._client = redis_lib.Redis.from_url(  # type: ignore[call-overload]  # types-redis: no protocol=
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
