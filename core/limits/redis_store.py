@@ -222,37 +222,40 @@ class RedisStore:
         """A packed command and its reply: straight on the socket and the connection's hiredis
         reader (what ``send_packed_command`` + ``read_response`` do for a RESP2 connection,
         without their layers), else through them."""
-        parser = conn._parser
-        if conn._sock is None:
+        # redis-py's private parts, read with getattr: another redis-py layout takes the
+        # connection's own calls instead of failing.
+        parser = getattr(conn, "_parser", None)
+        if getattr(conn, "_sock", None) is None:
             try:
                 conn.connect()
             except BaseException:
                 conn.disconnect()
                 self._drop_idle()
                 raise
+        sock = getattr(conn, "_sock", None)
         reader = getattr(parser, "_reader", None)
+        buffer = getattr(parser, "_buffer", None)
         if (
-            reader is None
+            sock is None
+            or reader is None
+            or buffer is None
             or _NOT_ENOUGH_DATA is None
-            or conn.protocol not in (2, "2", None)
+            or getattr(conn, "protocol", None) not in (2, "2", None)
             # a reply read ahead and not yet taken (redis-py 5-7 keep it in ``_next_response``,
             # redis-py 8 leaves it in the reader): that connection's own calls deal with it
             or getattr(parser, "_next_response", _NOT_ENOUGH_DATA) is not _NOT_ENOUGH_DATA
             or reader.has_data()
         ):
             return self._call_generic_packed(conn, packed)
-        sock = conn._sock
         try:
             sock.sendall(packed)
             reply = reader.gets()
-            if reply is _NOT_ENOUGH_DATA:
-                buffer = parser._buffer
-                while reply is _NOT_ENOUGH_DATA:
-                    n = sock.recv_into(buffer)
-                    if n == 0:
-                        raise redis_lib.ConnectionError("Connection closed by server.")
-                    reader.feed(buffer, 0, n)
-                    reply = reader.gets()
+            while reply is _NOT_ENOUGH_DATA:
+                n = sock.recv_into(buffer)
+                if n == 0:
+                    raise redis_lib.ConnectionError("Connection closed by server.")
+                reader.feed(buffer, 0, n)
+                reply = reader.gets()
             if isinstance(reply, redis_lib.ConnectionError):  # -LOADING and the like
                 raise reply
         except BaseException as exc:

@@ -328,6 +328,29 @@ class _FailingReader:
         return bool(self.reader.has_data())
 
 
+class _OtherLayout:
+    """A parser of another redis-py layout: none of the private parts the fast path reads."""
+
+    def __init__(self, parser: Any) -> None:
+        self._wrapped = parser
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_reader", "_buffer", "_next_response"):
+            raise AttributeError(name)
+        return getattr(self._wrapped, name)
+
+
+def test_another_redis_py_layout_takes_the_connections_own_calls(redis_store: Any) -> None:
+    store = redis_store()
+    plan = one("50/minute", key="layout")
+    store.evaluate(plan)
+    (conn,) = store._free
+    conn._parser = _OtherLayout(conn._parser)
+    outs = [store.evaluate(plan) for _ in range(3)]
+    assert [o.states[0].remaining for o in outs] == [48, 47, 46]
+    assert store._free == [conn]  # the same connection, kept
+
+
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_error_mid_call_leaves_no_half_read_connection(redis_store: Any, exc: BaseException) -> None:
     """Any failure between the command and its complete reply disconnects the connection and
