@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import gc
+import io
 import json
 import os
 import re

@@ -8,8 +8,9 @@ or ``gevent``, ``GUNICORN_WORKERS=2``), the apps of ``bench/limits_apps.py``:
 
 - ``bare``: bare Flask routes echoing their parameters;
 - ``keel``: ``create_app()`` with the shipped modules plus an echo module, ``APP_ENV=production``,
-  SQLite, ``LOG_LEVEL=INFO`` (the default: its access log on); actions ``shape_<get|post>_<public|user|key>`` (IP and user
-  limits, plus a per-action limit on the authenticated ones: the equivalent peer's three);
+  SQLite, ``LOG_LEVEL=INFO`` (the default: its access log on); actions
+  ``shape_<get|post>_<public|user|key>`` (IP and user limits, plus a per-action limit on the
+  authenticated ones: the equivalent peer's three);
 - ``minimal``: flask-jwt-extended + Flask-Limiter (one limit) + pydantic;
 - ``peer`` (equivalent): flask-jwt-extended with a Redis deny-list + Flask-Limiter on Redis
   (moving window, three limits) + pydantic; only in the configurations with Redis.
