@@ -157,6 +157,8 @@ def main() -> None:
             r = client.get("/actions/act_7_3?s=abc")
             results.append((r.status_code, (r.get_json() or {}).get("result", {}).get("n", -1)))
 
+    write(target, action_file(7, variant=2))  # variants 1 and 2 only from here (n's default)
+    am.actions.reload()
     threads = [threading.Thread(target=hammer) for _ in range(2)]
     for th in threads:
         th.start()
